@@ -1,0 +1,4 @@
+package schema
+
+// Regenerate the *.capnp.go files from the schemas; see gen.sh.
+//go:generate sh gen.sh
