@@ -1,0 +1,152 @@
+// Command osmose is the one binary of the project: the kernel, the
+// simulator, the operator shell and the auditor's tools. Every wiring
+// decision (which store, which drivers, which policy) is made here, in the
+// open.
+//
+// Usage:
+//
+//	osmose <command> [subcommand] [flags]
+//
+// Run `osmose help` for the list of commands, and `osmose <command> --help`
+// for one command's flags.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"sort"
+	"strings"
+	"syscall"
+)
+
+// command is one (sub)command of the binary.
+type command struct {
+	summary string
+	run     func(ctx context.Context, env *env, args []string) error
+}
+
+// env is what a command may touch of the process: its streams. Commands
+// take it instead of os.Stdout and friends so tests can run them in process.
+type env struct {
+	stdout, stderr io.Writer
+}
+
+// commands is the command table; a name with a space is a subcommand.
+// Each entry's function lives in the file named after the command group
+// (ledger.go for "ledger ...", and so on).
+var commands = map[string]command{
+	// One line per command, kept in alphabetical order.
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	os.Exit(runMain(ctx, &env{stdout: os.Stdout, stderr: os.Stderr}, os.Args[1:]))
+}
+
+// errUsage marks an error in how the command was called; main prints it
+// with a hint and exits 2.
+var errUsage = errors.New("usage")
+
+// exitError carries a specific exit code (e.g. verify's 1 for an unsound
+// ledger) with its message.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Unwrap() error { return e.err }
+
+func runMain(ctx context.Context, e *env, args []string) int {
+	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
+		usage(e.stdout)
+		return 0
+	}
+	name := args[0]
+	rest := args[1:]
+	if len(rest) > 0 && !strings.HasPrefix(rest[0], "-") {
+		if _, ok := commands[name+" "+rest[0]]; ok {
+			name, rest = name+" "+rest[0], rest[1:]
+		}
+	}
+	cmd, ok := commands[name]
+	if !ok {
+		if subs := subcommands(name); len(subs) > 0 {
+			fmt.Fprintf(e.stderr, "osmose %s: needs a subcommand: %s\n", name, strings.Join(subs, ", "))
+		} else {
+			fmt.Fprintf(e.stderr, "osmose: unknown command %q (run `osmose help`)\n", name)
+		}
+		return 2
+	}
+	err := cmd.run(ctx, e, rest)
+	var ee *exitError
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.Is(err, errUsage):
+		fmt.Fprintf(e.stderr, "osmose %s: %v (see `osmose %s --help`)\n", name, err, name)
+		return 2
+	case errors.As(err, &ee):
+		fmt.Fprintf(e.stderr, "osmose %s: %v\n", name, ee.err)
+		return ee.code
+	default:
+		fmt.Fprintf(e.stderr, "osmose %s: %v\n", name, err)
+		return 1
+	}
+}
+
+func subcommands(group string) []string {
+	var out []string
+	for n := range commands {
+		if g, sub, ok := strings.Cut(n, " "); ok && g == group {
+			out = append(out, sub)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintln(w, "osmose: an operating-system shell for buildings\n\nCommands:")
+	names := make([]string, 0, len(commands))
+	for n := range commands {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		fmt.Fprintf(w, "  %-22s %s\n", n, commands[n].summary)
+	}
+	fmt.Fprintln(w, "\nRun `osmose <command> --help` for a command's flags.")
+}
+
+// newFlags returns a flag set for a command whose errors come back to the
+// caller instead of exiting, with usage printed to e.stderr.
+func newFlags(e *env, name, synopsis string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(e.stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(e.stderr, "usage: osmose %s\n\n", synopsis)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+// parseFlags parses args; a bad flag is a usage error (the flag package has
+// already printed the usage).
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return &exitError{code: 2, err: err}
+	}
+	return nil
+}
