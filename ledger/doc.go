@@ -1,0 +1,110 @@
+// Package ledger is osmose's IPLD Merkle ledger: the total order of every
+// grant and every call in a building, in a form an auditor can check with
+// nothing but the kernel's public key.
+//
+// # What it holds
+//
+// Each entry is an envelope, a dag-cbor IPLD node (CIDv1, sha2-256) that is
+// permanent, plus up to two body blocks (params and result) that are not.
+// Envelopes are chained by their prev link and are the leaves of an RFC 6962
+// Merkle tree; the tree's size and root are signed as C2SP checkpoints.
+// Bodies are linked from the envelope by CID; each body block carries a
+// salt, so the CID in a permanent envelope reveals nothing of a body that has
+// been erased. A body that carries a person's data is stored under that data
+// subject's own key prefix and salted from the subject's own secret, so
+// forgetting the subject removes all of it at once.
+//
+// # Envelope format, version 1
+//
+// An envelope is a dag-cbor map. Keys whose value is zero or empty are
+// omitted, except v, seq, kind and t. Keys are in dag-cbor's canonical
+// order; the ledger refuses non-canonical envelopes.
+//
+//	v       int     format version, 1
+//	seq     int     position in the log, from 0 (the genesis entry)
+//	prev    link    CID of the envelope at seq-1 (absent at seq 0)
+//	kind    string  genesis, login, grant, delegate, revoke, release, call,
+//	                presence, key-epoch, policy, redaction, ...
+//	t       int     logical time of the event, ns since the Unix epoch
+//	actor   string  principal that acted (device, app, operator, or a
+//	                person's pseudonym)
+//	grant   int     grant id the event happened under
+//	dev     string  target device or place path
+//	subj    string  pseudonym of the data subject whose data the bodies carry
+//	iface   int     Cap'n Proto interface id
+//	meth    int     method ordinal within iface
+//	dec     string  "admit" or "deny" for a call
+//	why     string  reason of a denial or a short note (never personal data)
+//	ref     int     seq of a related entry
+//	params  link    CID of the params body block
+//	result  link    CID of the result body block
+//
+// A body block is the dag-cbor map {"d": bytes, "s": bytes}: d is the
+// canonical Cap'n Proto encoding of the params or results, s a 16-byte salt
+// (HMAC-SHA256 of the seq under a secret key: the kernel's for ordinary
+// bodies, the subject's for personal ones). The genesis entry's params body
+// is the ledger's metadata in JSON: format, origin and the checkpoint
+// verifier key.
+//
+// The tree's leaf for entry seq is RecordHash(binary CID of its envelope),
+// i.e. SHA-256(0x00 || CID bytes), and interior nodes are RFC 6962's, as
+// golang.org/x/mod/sumdb/tlog computes them. A checkpoint is the signed note
+//
+//	<origin>
+//	<tree size>
+//	<base64 root hash>
+//
+//	— <origin> <base64 signature>
+//
+// signed by the kernel's ed25519 key (note.NewEd25519VerifierKey gives the
+// verifier an auditor needs).
+//
+// # Storage
+//
+// The ledger sits on a go-datastore (Store) that can commit a set of writes
+// atomically: Badger (OpenBadger) on disk, or MemStore in memory. Keys:
+//
+//	/l/meta              ledger metadata (JSON)
+//	/l/head              durable size, root and last CID
+//	/l/indexed           seq below which the stored index postings are complete
+//	/e/<seq>             the envelope block, then the non-personal body blocks
+//	/c/<digest prefix>   envelope CID -> seq
+//	/t/<L>/<N>           tree hash tile N of tile level L (tlog tiles, height 8)
+//	/k/<size>            stored signed checkpoint
+//	/i/<index>/<value>/<first seq>   index posting list (uvarint deltas)
+//	/p/<pseudonym>/b/<seq>           a data subject's body blocks
+//	/p/<pseudonym>/k                 the subject's salt secret
+//	/p/<pseudonym>/m, /m/<hmac>      the mapping from the subject's id
+//
+// Indexes (by grant, principal, device, subject and kind) are derived from
+// the envelopes: postings are buffered in memory and written every
+// Options.IndexEvery entries, and the entries after the last write are
+// re-indexed when the ledger opens.
+//
+// # Group commit
+//
+// The lifecycle a caller follows:
+//
+//  1. Open the ledger on a store with the kernel's key (Open). A new store
+//     gets its genesis entry; an existing one recovers to its last durable
+//     batch: whatever a crash left half-written was never one transaction
+//     and is not there.
+//  2. Append entries from any number of goroutines. Append assigns the seq
+//     at once, in call order, and queues the entry; it blocks only when
+//     MaxPending entries are waiting (backpressure, never unbounded memory).
+//  3. One encoder goroutine takes what is queued (at most MaxBatch entries),
+//     builds envelopes, bodies, tree hashes and index postings in seq order,
+//     and hands the batch to one writer goroutine, which commits it as one
+//     store transaction with one fsync. While a batch is written the next
+//     one forms, so a batch spans at most one write's time.
+//  4. When its batch is durable, an entry's Pending is done: Wait returns
+//     and the caller may answer whoever was waiting for the entry.
+//  5. Read entries (Read, Lookup), prove inclusion and consistency
+//     (ProveInclusion, ProveConsistency), sign a checkpoint of the durable
+//     tree (Checkpoint), and Verify everything.
+//  6. Close waits for every appended entry, writes the indexes and a final
+//     checkpoint. Close the store after the ledger.
+//
+// The Merkle logic (treeBuilder) and the envelope encoding are pure; all
+// effects (the store, goroutines) are in ledger.go.
+package ledger

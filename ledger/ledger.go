@@ -1,0 +1,1015 @@
+package ledger
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+
+	"github.com/ipfs/go-cid"
+	ds "github.com/ipfs/go-datastore"
+	"golang.org/x/mod/sumdb/note"
+	"golang.org/x/mod/sumdb/tlog"
+)
+
+// Sentinel errors callers branch on.
+var (
+	ErrClosed   = errors.New("ledger closed")
+	ErrReadOnly = errors.New("ledger opened read-only")
+	ErrNotFound = errors.New("not on the ledger")
+	ErrCorrupt  = errors.New("ledger corrupt")
+	// ErrFailed is returned once a batch could not be written: the
+	// ledger stops accepting entries and must be reopened, which recovers
+	// the last durable batch.
+	ErrFailed = errors.New("ledger failed")
+)
+
+// Options configure a ledger. The zero value of every field but Key works.
+type Options struct {
+	// Origin names the ledger in its checkpoints and is its signing key's
+	// name, e.g. "osmose/cambridge-pembroke". Default "osmose".
+	Origin string
+	// Key signs checkpoints. Without it the ledger is read-only.
+	Key ed25519.PrivateKey
+	// Rand supplies the randomness of pseudonyms and subject secrets.
+	// Default crypto/rand; the simulator passes a seeded source.
+	Rand io.Reader
+	// GenesisTime is the logical time of the genesis entry.
+	GenesisTime int64
+	// MaxBatch bounds the entries of one group commit. Default 4096.
+	MaxBatch int
+	// MaxBatchBytes bounds the bytes of one group commit. Default 4 MiB.
+	MaxBatchBytes int
+	// MaxPending bounds the entries appended but not yet durable; an
+	// appender beyond it waits. Default 16384.
+	MaxPending int
+	// CheckpointEvery stores a signed checkpoint whenever the tree size
+	// reaches a multiple of it. Default 65536.
+	CheckpointEvery int64
+	// IndexEvery is how many entries the indexes buffer in memory before
+	// they are written; entries past the last write are re-indexed from
+	// their envelopes on open. Default 16384.
+	IndexEvery int
+	// Logger receives the ledger's rare operational messages.
+	Logger *slog.Logger
+}
+
+func (o *Options) fill() error {
+	if o.Origin == "" {
+		o.Origin = "osmose"
+	}
+	if len(o.Origin) > 200 {
+		return errors.New("origin longer than 200 bytes")
+	}
+	for _, r := range o.Origin {
+		if r <= ' ' || r == '+' || r > '~' {
+			return fmt.Errorf("origin %q: only printable ASCII without spaces or '+'", o.Origin)
+		}
+	}
+	if o.Rand == nil {
+		o.Rand = rand.Reader
+	}
+	if o.MaxBatch <= 0 {
+		o.MaxBatch = 4096
+	}
+	if o.MaxBatchBytes <= 0 {
+		o.MaxBatchBytes = 4 << 20
+	}
+	if o.MaxPending <= 0 {
+		o.MaxPending = 16384
+	}
+	if o.CheckpointEvery <= 0 {
+		o.CheckpointEvery = 65536
+	}
+	if o.IndexEvery <= 0 {
+		o.IndexEvery = 16384
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	return nil
+}
+
+// Ledger is an append-only, verifiable log of envelopes over a Store.
+// Its methods are safe for concurrent use.
+type Ledger struct {
+	store  Store
+	opts   Options
+	meta   Meta
+	signer *ed25519Signer
+	verify note.Verifier
+	tiles  *tileStore
+	salt   []byte // secret key of non-personal body salts
+
+	slots chan struct{} // one per pending entry: backpressure
+	wake  chan struct{}
+
+	mu      sync.Mutex
+	queue   []*Pending
+	nextSeq uint64
+	closing bool
+
+	// Owned by the encoder goroutine.
+	prev    cid.Cid
+	tree    *treeBuilder
+	indexer *indexer
+
+	writeCh  chan *batch
+	stopped  chan struct{}
+	failed   atomic.Pointer[error]
+	subjects sync.Map           // pseudonym -> secret []byte
+	saltMAC  *salter            // salts of non-personal bodies; encoder only
+	salters  map[string]*salter // salts of personal bodies by pseudonym; encoder only
+
+	dmu      sync.Mutex
+	durable  state
+	advanced chan struct{} // closed and replaced when durable advances
+	cpCache  *Checkpoint
+}
+
+// state is the durable head of the ledger.
+type state struct {
+	size int64
+	root tlog.Hash
+	last cid.Cid
+}
+
+// Meta is the ledger's description, stored at creation and in the genesis
+// entry's params body.
+type Meta struct {
+	Format   int    `json:"format"`
+	Origin   string `json:"origin"`
+	Verifier string `json:"verifier"` // note verifier key of the checkpoint signer
+}
+
+// Store keys. Seqs and sizes are fixed-width hex so keys sort in order.
+var (
+	keyMeta    = ds.RawKey("/l/meta")
+	keyHead    = ds.RawKey("/l/head")
+	keyIndexed = ds.RawKey("/l/indexed")
+)
+
+func envKey(seq uint64) ds.Key { return ds.RawKey(fmt.Sprintf("/e/%016x", seq)) }
+func cidKey(digest []byte) ds.Key {
+	return ds.RawKey("/c/" + hex.EncodeToString(digest[:12]))
+}
+func personalKey(subject string, seq uint64) ds.Key {
+	return ds.RawKey(fmt.Sprintf("/p/%s/b/%016x", subject, seq))
+}
+func subjectPrefix(subject string) string { return "/p/" + subject + "/" }
+func checkpointKey(size int64) ds.Key     { return ds.RawKey(fmt.Sprintf("/k/%016x", size)) }
+
+// Open opens the ledger in store, creating it (with its genesis entry) if
+// the store is empty and opts.Key is set. It recovers to the last durable
+// batch. The ledger does not own the store: close the store after the
+// ledger.
+func Open(ctx context.Context, store Store, opts Options) (*Ledger, error) {
+	if err := opts.fill(); err != nil {
+		return nil, fmt.Errorf("open ledger: %w", err)
+	}
+	l := &Ledger{
+		store:    store,
+		opts:     opts,
+		tiles:    newTileStore(store),
+		slots:    make(chan struct{}, opts.MaxPending),
+		wake:     make(chan struct{}, 1),
+		writeCh:  make(chan *batch, 1),
+		stopped:  make(chan struct{}),
+		advanced: make(chan struct{}),
+	}
+	if opts.Key != nil {
+		s, v, err := newSigner(opts.Origin, opts.Key)
+		if err != nil {
+			return nil, fmt.Errorf("open ledger: %w", err)
+		}
+		l.signer, l.verify = s, v
+		m := hmac.New(sha256.New, opts.Key.Seed())
+		m.Write([]byte("osmose ledger body salt v1"))
+		l.salt = m.Sum(nil)
+		l.saltMAC = newSalter(l.salt)
+		l.salters = map[string]*salter{}
+	}
+	raw, err := store.Get(ctx, keyMeta)
+	switch {
+	case errors.Is(err, ds.ErrNotFound):
+		if l.signer == nil {
+			return nil, fmt.Errorf("open ledger: %w (no ledger metadata)", ErrNotLedger)
+		}
+		if err := l.create(ctx); err != nil {
+			return nil, fmt.Errorf("open ledger: %w", err)
+		}
+	case err != nil:
+		return nil, fmt.Errorf("open ledger: read metadata: %w", err)
+	default:
+		if err := json.Unmarshal(raw, &l.meta); err != nil || l.meta.Format != FormatVersion {
+			return nil, fmt.Errorf("open ledger: %w: unreadable metadata (format %d)", ErrNotLedger, l.meta.Format)
+		}
+		if l.signer != nil {
+			if l.meta.Origin != opts.Origin {
+				return nil, fmt.Errorf("open ledger: origin is %q, not %q", l.meta.Origin, opts.Origin)
+			}
+			vk, _ := VerifierKey(opts.Origin, opts.Key.Public().(ed25519.PublicKey))
+			if vk != l.meta.Verifier {
+				return nil, errors.New("open ledger: the ledger was created with another key")
+			}
+		} else {
+			v, err := note.NewVerifier(l.meta.Verifier)
+			if err != nil {
+				return nil, fmt.Errorf("open ledger: %w: bad verifier key in metadata", ErrCorrupt)
+			}
+			l.verify = v
+		}
+	}
+	if err := l.recover(ctx); err != nil {
+		return nil, fmt.Errorf("open ledger: %w", err)
+	}
+	if l.signer != nil {
+		go l.encodeLoop()
+		go l.writeLoop()
+	} else {
+		close(l.stopped)
+	}
+	return l, nil
+}
+
+// create writes the genesis entry and metadata of a new ledger.
+func (l *Ledger) create(ctx context.Context) error {
+	vk, err := VerifierKey(l.opts.Origin, l.opts.Key.Public().(ed25519.PublicKey))
+	if err != nil {
+		return err
+	}
+	l.meta = Meta{Format: FormatVersion, Origin: l.opts.Origin, Verifier: vk}
+	metaJSON, err := json.Marshal(l.meta)
+	if err != nil {
+		return err
+	}
+	l.tree = newTreeBuilder()
+	l.indexer = newIndexer()
+	g := &Pending{entry: Entry{Kind: KindGenesis, Time: l.opts.GenesisTime, Params: metaJSON}, seq: 0, done: make(chan struct{})}
+	b := l.encode([]*Pending{g})
+	b.puts = append(b.puts, kv{keyMeta, metaJSON})
+	if err := l.writeBatch(ctx, b); err != nil {
+		return fmt.Errorf("write genesis: %w", err)
+	}
+	return nil
+}
+
+// recover loads the durable head and rebuilds the in-memory edge of the
+// tree and the unflushed index postings.
+func (l *Ledger) recover(ctx context.Context) error {
+	raw, err := l.store.Get(ctx, keyHead)
+	if err != nil {
+		return fmt.Errorf("%w: no head record: %v", ErrCorrupt, err)
+	}
+	st, err := decodeHead(raw)
+	if err != nil {
+		return err
+	}
+	l.tree, err = restoreTreeBuilder(st.size, l.tiles, l.tiles.tile)
+	if err != nil {
+		return fmt.Errorf("restore tree: %w", err)
+	}
+	root, err := l.tree.root()
+	if err != nil || root != st.root {
+		return fmt.Errorf("%w: stored tiles do not give the head's root at size %d", ErrCorrupt, st.size)
+	}
+	l.prev = st.last
+	l.nextSeq = uint64(st.size)
+	l.durable = st
+	l.indexer = newIndexer()
+	indexed := uint64(0)
+	if raw, err := l.store.Get(ctx, keyIndexed); err == nil && len(raw) == 8 {
+		indexed = binary.BigEndian.Uint64(raw)
+	}
+	l.indexer.flushedTo = indexed
+	for seq := indexed; seq < uint64(st.size); seq++ {
+		env, _, err := l.envelope(ctx, seq)
+		if err != nil {
+			return fmt.Errorf("re-index seq %d: %w", seq, err)
+		}
+		l.indexer.add(env)
+	}
+	return nil
+}
+
+func encodeHead(st state) []byte {
+	b := make([]byte, 0, 8+32+40)
+	b = binary.BigEndian.AppendUint64(b, uint64(st.size))
+	b = append(b, st.root[:]...)
+	return append(b, st.last.Bytes()...)
+}
+
+func decodeHead(b []byte) (state, error) {
+	if len(b) < 40 {
+		return state{}, fmt.Errorf("%w: head record of %d bytes", ErrCorrupt, len(b))
+	}
+	st := state{size: int64(binary.BigEndian.Uint64(b))}
+	copy(st.root[:], b[8:40])
+	c, err := cid.Cast(b[40:])
+	if err != nil || st.size <= 0 {
+		return state{}, fmt.Errorf("%w: head record unreadable", ErrCorrupt)
+	}
+	st.last = c
+	return st, nil
+}
+
+// Meta returns the ledger's description.
+func (l *Ledger) Meta() Meta { return l.meta }
+
+// Verifier returns the verifier of the ledger's checkpoints.
+func (l *Ledger) Verifier() note.Verifier { return l.verify }
+
+// Pending is an appended entry on its way to disk.
+type Pending struct {
+	entry Entry
+	seq   uint64
+	cid   cid.Cid
+	done  chan struct{}
+	err   error
+}
+
+// Seq returns the entry's sequence number, fixed when it was appended.
+func (p *Pending) Seq() uint64 { return p.seq }
+
+// Done is closed when the entry is durable or has failed.
+func (p *Pending) Done() <-chan struct{} { return p.done }
+
+// Err returns nil once the entry is durable, or why it failed. It is valid
+// only after Done is closed.
+func (p *Pending) Err() error { return p.err }
+
+// CID returns the entry's envelope CID; valid after Done is closed with no
+// error.
+func (p *Pending) CID() cid.Cid { return p.cid }
+
+// Wait blocks until the entry is durable, it fails, or ctx ends. An entry
+// whose wait was cancelled may still become durable.
+func (p *Pending) Wait(ctx context.Context) error {
+	select {
+	case <-p.done:
+		return p.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Append adds e to the ledger and returns at once with its sequence
+// number; the entry joins the next group commit. Append blocks only when
+// MaxPending entries are already waiting to be durable (backpressure), and
+// then no longer than ctx allows. The caller must not modify e's bodies
+// until the entry is done.
+func (l *Ledger) Append(ctx context.Context, e Entry) (*Pending, error) {
+	if l.signer == nil {
+		return nil, ErrReadOnly
+	}
+	if err := validateEntry(&e); err != nil {
+		return nil, err
+	}
+	if e.Subject != "" {
+		if _, ok := l.subjects.Load(e.Subject); !ok {
+			if err := l.loadSubject(ctx, e.Subject); err != nil {
+				return nil, err
+			}
+		}
+	}
+	select {
+	case l.slots <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	p := &Pending{entry: e, done: make(chan struct{})}
+	l.mu.Lock()
+	if l.closing {
+		l.mu.Unlock()
+		<-l.slots
+		return nil, ErrClosed
+	}
+	if f := l.failed.Load(); f != nil {
+		l.mu.Unlock()
+		<-l.slots
+		return nil, *f
+	}
+	p.seq = l.nextSeq
+	l.nextSeq++
+	l.queue = append(l.queue, p)
+	first := len(l.queue) == 1
+	l.mu.Unlock()
+	if first {
+		select {
+		case l.wake <- struct{}{}:
+		default:
+		}
+	}
+	return p, nil
+}
+
+// Commit appends e and waits until it is durable.
+func (l *Ledger) Commit(ctx context.Context, e Entry) (uint64, cid.Cid, error) {
+	p, err := l.Append(ctx, e)
+	if err != nil {
+		return 0, cid.Undef, err
+	}
+	if err := p.Wait(ctx); err != nil {
+		return p.seq, cid.Undef, err
+	}
+	return p.seq, p.cid, nil
+}
+
+// take returns the next batch of queued entries, waiting for one; nil
+// means the ledger is closing and the queue is empty.
+func (l *Ledger) take() []*Pending {
+	for {
+		l.mu.Lock()
+		if n := len(l.queue); n > 0 {
+			if n > l.opts.MaxBatch {
+				n = l.opts.MaxBatch
+			}
+			items := l.queue[:n:n]
+			l.queue = l.queue[n:]
+			if len(l.queue) == 0 {
+				l.queue = nil
+			}
+			l.mu.Unlock()
+			return items
+		}
+		closing := l.closing
+		l.mu.Unlock()
+		if closing {
+			return nil
+		}
+		<-l.wake
+	}
+}
+
+func (l *Ledger) encodeLoop() {
+	defer close(l.writeCh)
+	for {
+		items := l.take()
+		if items == nil {
+			return
+		}
+		// Split by bytes so one batch stays one store transaction.
+		for len(items) > 0 {
+			n, bytes := 0, 0
+			for n < len(items) && (n == 0 || bytes+entrySize(&items[n].entry) <= l.opts.MaxBatchBytes) {
+				bytes += entrySize(&items[n].entry)
+				n++
+			}
+			l.writeCh <- l.encode(items[:n])
+			items = items[n:]
+		}
+	}
+}
+
+func entrySize(e *Entry) int { return 256 + len(e.Params) + len(e.Result) }
+
+type kv struct {
+	key   ds.Key
+	value []byte
+}
+
+// batch is one group commit: the entries and every write they make.
+type batch struct {
+	items []*Pending
+	puts  []kv
+	state state
+}
+
+// encode turns queued entries into envelopes, body blocks, tree hashes and
+// index postings, in seq order. It runs on the encoder goroutine only.
+func (l *Ledger) encode(items []*Pending) *batch {
+	b := &batch{items: items, puts: make([]kv, 0, 2*len(items)+8)}
+	need := 0
+	for _, p := range items {
+		need += 2*entrySize(&p.entry) + 2*len(p.entry.Actor) + len(p.entry.Device)
+	}
+	arena := make([]byte, 0, need)
+	for _, p := range items {
+		e := &p.entry
+		env := Envelope{
+			Version: FormatVersion, Seq: p.seq, Prev: l.prev, Kind: e.Kind, Actor: e.Actor,
+			Grant: e.Grant, Device: e.Device, Subject: e.Subject, Interface: e.Interface,
+			Method: e.Method, Decision: e.Decision, Reason: e.Reason, Ref: e.Ref, Time: e.Time,
+		}
+		s := l.saltMAC
+		if e.Subject != "" {
+			s = l.subjectSalter(e.Subject)
+		}
+		pSalt, rSalt := s.salts(p.seq)
+		start := len(arena)
+		var bodies [2][]byte
+		if e.Params != nil {
+			arena = appendBody(arena, e.Params, pSalt)
+			bodies[0] = arena[start:]
+			env.Params = blockCID(bodies[0])
+		}
+		mid := len(arena)
+		if e.Result != nil {
+			arena = appendBody(arena, e.Result, rSalt)
+			bodies[1] = arena[mid:]
+			env.Result = blockCID(bodies[1])
+		}
+		envStart := len(arena)
+		arena = appendEnvelope(arena, &env)
+		envBytes := arena[envStart:]
+		c := blockCID(envBytes)
+		p.cid = c
+		// The record: the envelope, then the bodies that are not personal.
+		recStart := len(arena)
+		arena = appendFrame(arena, envBytes)
+		if e.Subject == "" {
+			arena = appendFrames(arena, bodies)
+		}
+		b.puts = append(b.puts, kv{envKey(p.seq), arena[recStart:len(arena):len(arena)]})
+		if e.Subject != "" && (bodies[0] != nil || bodies[1] != nil) {
+			ps := len(arena)
+			arena = appendFrames(arena, bodies)
+			b.puts = append(b.puts, kv{personalKey(e.Subject, p.seq), arena[ps:len(arena):len(arena)]})
+		}
+		digest, _ := digestOf(c)
+		var seqBuf [binary.MaxVarintLen64]byte
+		b.puts = append(b.puts, kv{cidKey(digest), append([]byte(nil), seqBuf[:binary.PutUvarint(seqBuf[:], p.seq)]...)})
+		l.tree.append(leafHash(c.Bytes()))
+		if l.tree.size%l.opts.CheckpointEvery == 0 {
+			if kvs, err := l.checkpointPut(); err == nil {
+				b.puts = append(b.puts, kvs)
+			} else {
+				l.opts.Logger.Error("ledger: checkpoint", "size", l.tree.size, "err", err)
+			}
+		}
+		l.indexer.add(&env)
+		l.prev = c
+	}
+	for _, t := range l.tree.takeDirty() {
+		b.puts = append(b.puts, kv{tileKey(t.level, t.n), t.data})
+	}
+	root, err := l.tree.root()
+	if err != nil {
+		panic(err) // the edge always serves its own root
+	}
+	b.state = state{size: l.tree.size, root: root, last: l.prev}
+	b.puts = append(b.puts, kv{keyHead, encodeHead(b.state)})
+	if l.indexer.pending() >= l.opts.IndexEvery {
+		b.puts = l.indexer.flush(b.puts, uint64(l.tree.size))
+	}
+	return b
+}
+
+func (l *Ledger) subjectSalter(p string) *salter {
+	s := l.salters[p]
+	if s == nil {
+		v, _ := l.subjects.Load(p)
+		s = newSalter(v.([]byte))
+		l.salters[p] = s
+	}
+	return s
+}
+
+// checkpointPut signs the tree at its current size for storing.
+func (l *Ledger) checkpointPut() (kv, error) {
+	root, err := l.tree.root()
+	if err != nil {
+		return kv{}, err
+	}
+	cp, err := signCheckpoint(l.signer, l.opts.Origin, l.tree.size, root)
+	if err != nil {
+		return kv{}, err
+	}
+	return kv{checkpointKey(l.tree.size), cp.Note}, nil
+}
+
+func appendFrame(dst, block []byte) []byte {
+	dst = binary.AppendUvarint(dst, uint64(len(block)))
+	return append(dst, block...)
+}
+
+// appendFrames appends the params and result blocks, each framed; an absent
+// block is a zero-length frame, so the positions stay fixed.
+func appendFrames(dst []byte, bodies [2][]byte) []byte {
+	if bodies[0] == nil && bodies[1] == nil {
+		return dst
+	}
+	dst = appendFrame(dst, bodies[0])
+	return appendFrame(dst, bodies[1])
+}
+
+func splitFrames(b []byte) ([][]byte, error) {
+	var out [][]byte
+	for len(b) > 0 {
+		n, k := binary.Uvarint(b)
+		if k <= 0 || uint64(len(b)-k) < n {
+			return nil, fmt.Errorf("%w: bad record framing", ErrCorrupt)
+		}
+		out = append(out, b[k:k+int(n)])
+		b = b[k+int(n):]
+	}
+	return out, nil
+}
+
+func (l *Ledger) writeLoop() {
+	defer close(l.stopped)
+	ctx := context.Background()
+	for b := range l.writeCh {
+		err := error(nil)
+		if f := l.failed.Load(); f != nil {
+			err = *f
+		} else if err = l.writeBatch(ctx, b); err != nil {
+			err = fmt.Errorf("%w: %v", ErrFailed, err)
+			l.failed.Store(&err)
+			l.opts.Logger.Error("ledger: batch write failed; reopen to recover", "err", err)
+		}
+		for _, p := range b.items {
+			p.err = err
+			close(p.done)
+			<-l.slots
+		}
+	}
+}
+
+// writeBatch commits one batch as one store transaction and syncs it.
+func (l *Ledger) writeBatch(ctx context.Context, b *batch) error {
+	txn, err := l.store.NewTransaction(ctx, false)
+	if err != nil {
+		return err
+	}
+	defer txn.Discard(ctx)
+	for _, p := range b.puts {
+		if err := txn.Put(ctx, p.key, p.value); err != nil {
+			return fmt.Errorf("put %s: %w", p.key, err)
+		}
+	}
+	if err := txn.Commit(ctx); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	if err := l.store.Sync(ctx, ds.RawKey("/")); err != nil {
+		return fmt.Errorf("sync: %w", err)
+	}
+	l.dmu.Lock()
+	l.durable = b.state
+	close(l.advanced)
+	l.advanced = make(chan struct{})
+	l.dmu.Unlock()
+	return nil
+}
+
+// Size returns the number of durable entries.
+func (l *Ledger) Size() int64 {
+	l.dmu.Lock()
+	defer l.dmu.Unlock()
+	return l.durable.size
+}
+
+// WaitSize blocks until more than size entries are durable or ctx ends, and
+// returns the durable size.
+func (l *Ledger) WaitSize(ctx context.Context, size int64) (int64, error) {
+	for {
+		l.dmu.Lock()
+		cur, ch := l.durable.size, l.advanced
+		l.dmu.Unlock()
+		if cur > size {
+			return cur, nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return cur, ctx.Err()
+		case <-l.stopped:
+			return l.Size(), ErrClosed
+		}
+	}
+}
+
+// Checkpoint returns a checkpoint of the durable tree: the newest stored
+// one on a read-only ledger, a freshly signed one otherwise.
+func (l *Ledger) Checkpoint(ctx context.Context) (*Checkpoint, error) {
+	l.dmu.Lock()
+	st, cached := l.durable, l.cpCache
+	l.dmu.Unlock()
+	if cached != nil && cached.Size == st.size {
+		return cached, nil
+	}
+	if l.signer == nil {
+		cps, err := l.Checkpoints(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if len(cps) == 0 {
+			return nil, fmt.Errorf("%w: no stored checkpoint", ErrNotFound)
+		}
+		return cps[len(cps)-1], nil
+	}
+	cp, err := signCheckpoint(l.signer, l.opts.Origin, st.size, st.root)
+	if err != nil {
+		return nil, err
+	}
+	l.dmu.Lock()
+	l.cpCache = cp
+	l.dmu.Unlock()
+	return cp, nil
+}
+
+// Checkpoints returns the stored checkpoints in order of size, each
+// verified against the ledger's key.
+func (l *Ledger) Checkpoints(ctx context.Context) ([]*Checkpoint, error) {
+	var out []*Checkpoint
+	err := queryPrefix(ctx, l.store, "/k", false, func(key string, v []byte) (bool, error) {
+		cp, err := OpenCheckpoint(v, l.verify)
+		if err != nil {
+			return false, fmt.Errorf("%w: stored checkpoint %s: %v", ErrCorrupt, key, err)
+		}
+		if checkpointKey(cp.Size).String() != key {
+			return false, fmt.Errorf("%w: checkpoint of size %d stored under %s", ErrCorrupt, cp.Size, key)
+		}
+		out = append(out, cp)
+		return true, nil
+	})
+	return out, err
+}
+
+// Close stops accepting entries, waits for every appended entry to be
+// durable, writes the indexes and a final checkpoint, and syncs. It does
+// not close the store.
+func (l *Ledger) Close() error {
+	if l.signer == nil {
+		return nil
+	}
+	l.mu.Lock()
+	already := l.closing
+	l.closing = true
+	l.mu.Unlock()
+	if already {
+		<-l.stopped
+		return nil
+	}
+	select {
+	case l.wake <- struct{}{}:
+	default:
+	}
+	<-l.stopped
+	if f := l.failed.Load(); f != nil {
+		return *f
+	}
+	ctx := context.Background()
+	size := l.tree.size
+	puts := l.indexer.flush(nil, uint64(size))
+	if size%l.opts.CheckpointEvery != 0 {
+		cp, err := l.checkpointPut()
+		if err != nil {
+			return fmt.Errorf("close ledger: %w", err)
+		}
+		puts = append(puts, cp)
+	}
+	root, _ := l.tree.root()
+	b := &batch{puts: puts, state: state{size: size, root: root, last: l.prev}}
+	if err := l.writeBatch(ctx, b); err != nil {
+		return fmt.Errorf("close ledger: %w", err)
+	}
+	return nil
+}
+
+// Pseudonym returns the pseudonym of a data subject, creating it (with the
+// subject's secret) on first use. The subject's own identifier is never
+// stored: only an HMAC of it under the ledger's key, under the subject's
+// prefix, so that erasure destroys the mapping.
+func (l *Ledger) Pseudonym(ctx context.Context, subjectID string) (string, error) {
+	if l.signer == nil {
+		return "", ErrReadOnly
+	}
+	if subjectID == "" {
+		return "", errors.New("pseudonym: empty subject id")
+	}
+	m := hmac.New(sha256.New, l.salt)
+	m.Write([]byte("subject id\x00"))
+	m.Write([]byte(subjectID))
+	idKey := ds.RawKey("/m/" + hex.EncodeToString(m.Sum(nil)))
+	if v, err := l.store.Get(ctx, idKey); err == nil {
+		return string(v), nil
+	} else if !errors.Is(err, ds.ErrNotFound) {
+		return "", fmt.Errorf("pseudonym: %w", err)
+	}
+	var rnd [8 + 32]byte
+	if _, err := io.ReadFull(l.opts.Rand, rnd[:]); err != nil {
+		return "", fmt.Errorf("pseudonym: %w", err)
+	}
+	p := "p-" + hex.EncodeToString(rnd[:8])
+	txn, err := l.store.NewTransaction(ctx, false)
+	if err != nil {
+		return "", err
+	}
+	defer txn.Discard(ctx)
+	for _, w := range []kv{
+		{idKey, []byte(p)},
+		{ds.RawKey(subjectPrefix(p) + "k"), rnd[8:]},
+		{ds.RawKey(subjectPrefix(p) + "m"), []byte(idKey.String())},
+	} {
+		if err := txn.Put(ctx, w.key, w.value); err != nil {
+			return "", fmt.Errorf("pseudonym: %w", err)
+		}
+	}
+	if err := txn.Commit(ctx); err != nil {
+		return "", fmt.Errorf("pseudonym: %w", err)
+	}
+	if err := l.store.Sync(ctx, ds.RawKey("/")); err != nil {
+		return "", fmt.Errorf("pseudonym: %w", err)
+	}
+	l.subjects.Store(p, append([]byte(nil), rnd[8:]...))
+	return p, nil
+}
+
+// ErrUnknownSubject is returned for a pseudonym the ledger never issued or
+// whose subject has been forgotten.
+var ErrUnknownSubject = errors.New("unknown data subject")
+
+func (l *Ledger) loadSubject(ctx context.Context, p string) error {
+	v, err := l.store.Get(ctx, ds.RawKey(subjectPrefix(p)+"k"))
+	if errors.Is(err, ds.ErrNotFound) {
+		return fmt.Errorf("%w: %s", ErrUnknownSubject, p)
+	}
+	if err != nil {
+		return err
+	}
+	l.subjects.Store(p, v)
+	return nil
+}
+
+// envelope reads and decodes the envelope at seq.
+func (l *Ledger) envelope(ctx context.Context, seq uint64) (*Envelope, []byte, error) {
+	rec, err := l.store.Get(ctx, envKey(seq))
+	if errors.Is(err, ds.ErrNotFound) {
+		return nil, nil, fmt.Errorf("%w: seq %d", ErrNotFound, seq)
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	frames, err := splitFrames(rec)
+	if err != nil || len(frames) == 0 {
+		return nil, nil, fmt.Errorf("%w: seq %d: bad record", ErrCorrupt, seq)
+	}
+	env, err := DecodeEnvelope(frames[0])
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: seq %d: %v", ErrCorrupt, seq, err)
+	}
+	if env.Seq != seq {
+		return nil, nil, fmt.Errorf("%w: seq %d holds the envelope of seq %d", ErrCorrupt, seq, env.Seq)
+	}
+	return env, frames[0], nil
+}
+
+// Record is one entry as read back: its envelope, CID and bodies.
+type Record struct {
+	Envelope *Envelope
+	CID      cid.Cid
+	Block    []byte // the envelope's dag-cbor bytes
+	// ParamsBlock and ResultBlock are the body blocks, nil when the entry
+	// has none or its body has been erased.
+	ParamsBlock, ResultBlock []byte
+}
+
+// Params returns the params body's data, or nil.
+func (r *Record) Params() []byte { return bodyData(r.ParamsBlock) }
+
+// Result returns the result body's data, or nil.
+func (r *Record) Result() []byte { return bodyData(r.ResultBlock) }
+
+func bodyData(block []byte) []byte {
+	if block == nil {
+		return nil
+	}
+	d, err := DecodeBody(block)
+	if err != nil {
+		return nil
+	}
+	return d
+}
+
+// Read returns the durable entry at seq.
+func (l *Ledger) Read(ctx context.Context, seq uint64) (*Record, error) {
+	if int64(seq) >= l.Size() {
+		return nil, fmt.Errorf("%w: seq %d (size %d)", ErrNotFound, seq, l.Size())
+	}
+	return l.readRecord(ctx, seq)
+}
+
+func (l *Ledger) readRecord(ctx context.Context, seq uint64) (*Record, error) {
+	rec, err := l.store.Get(ctx, envKey(seq))
+	if errors.Is(err, ds.ErrNotFound) {
+		return nil, fmt.Errorf("%w: seq %d: envelope missing", ErrCorrupt, seq)
+	}
+	if err != nil {
+		return nil, err
+	}
+	frames, err := splitFrames(rec)
+	if err != nil || len(frames) == 0 {
+		return nil, fmt.Errorf("%w: seq %d: bad record", ErrCorrupt, seq)
+	}
+	env, err := DecodeEnvelope(frames[0])
+	if err != nil {
+		return nil, fmt.Errorf("%w: seq %d: %v", ErrCorrupt, seq, err)
+	}
+	if env.Seq != seq {
+		return nil, fmt.Errorf("%w: seq %d holds the envelope of seq %d", ErrCorrupt, seq, env.Seq)
+	}
+	r := &Record{Envelope: env, CID: blockCID(frames[0]), Block: frames[0]}
+	bodies := frames[1:]
+	if env.Subject != "" && (env.Params.Defined() || env.Result.Defined()) {
+		pb, err := l.store.Get(ctx, personalKey(env.Subject, seq))
+		switch {
+		case errors.Is(err, ds.ErrNotFound):
+			bodies = nil
+		case err != nil:
+			return nil, err
+		default:
+			if bodies, err = splitFrames(pb); err != nil {
+				return nil, fmt.Errorf("seq %d: %w", seq, err)
+			}
+		}
+	}
+	if len(bodies) == 2 {
+		if len(bodies[0]) > 0 {
+			r.ParamsBlock = bodies[0]
+		}
+		if len(bodies[1]) > 0 {
+			r.ResultBlock = bodies[1]
+		}
+	} else if len(bodies) != 0 {
+		return nil, fmt.Errorf("%w: seq %d: %d body frames", ErrCorrupt, seq, len(bodies))
+	}
+	return r, nil
+}
+
+// SeqOf returns the seq of the envelope with CID c.
+func (l *Ledger) SeqOf(ctx context.Context, c cid.Cid) (uint64, error) {
+	digest, ok := digestOf(c)
+	if !ok {
+		return 0, fmt.Errorf("%w: %s is not an envelope CID (CIDv1 dag-cbor sha2-256)", ErrNotFound, c)
+	}
+	v, err := l.store.Get(ctx, cidKey(digest))
+	if errors.Is(err, ds.ErrNotFound) {
+		return 0, fmt.Errorf("%w: %s", ErrNotFound, c)
+	}
+	if err != nil {
+		return 0, err
+	}
+	seq, n := binary.Uvarint(v)
+	if n <= 0 {
+		return 0, fmt.Errorf("%w: CID index entry for %s", ErrCorrupt, c)
+	}
+	r, err := l.Read(ctx, seq)
+	if err != nil {
+		return 0, err
+	}
+	if !r.CID.Equals(c) {
+		return 0, fmt.Errorf("%w: %s", ErrNotFound, c)
+	}
+	return seq, nil
+}
+
+// ProveInclusion returns the proof that the entry at seq is in the tree of
+// the given size.
+func (l *Ledger) ProveInclusion(seq uint64, size int64) (tlog.RecordProof, error) {
+	if size > l.Size() || int64(seq) >= size {
+		return nil, fmt.Errorf("%w: seq %d in a tree of size %d (durable size %d)", ErrNotFound, seq, size, l.Size())
+	}
+	return tlog.ProveRecord(size, int64(seq), l.tiles)
+}
+
+// ProveConsistency returns the proof that the tree of size from is a prefix
+// of the tree of size to.
+func (l *Ledger) ProveConsistency(from, to int64) (tlog.TreeProof, error) {
+	if from <= 0 || from > to || to > l.Size() {
+		return nil, fmt.Errorf("%w: sizes %d..%d (durable size %d)", ErrNotFound, from, to, l.Size())
+	}
+	return tlog.ProveTree(to, from, l.tiles)
+}
+
+// TreeHash returns the root of the tree of the given size (≤ Size).
+func (l *Ledger) TreeHash(size int64) (tlog.Hash, error) {
+	if size <= 0 || size > l.Size() {
+		return tlog.Hash{}, fmt.Errorf("%w: tree size %d (durable size %d)", ErrNotFound, size, l.Size())
+	}
+	return tlog.TreeHash(size, l.tiles)
+}
+
+// LeafHash returns the tree leaf hash of an envelope CID, as an auditor
+// computes it to check an inclusion proof.
+func LeafHash(c cid.Cid) tlog.Hash { return leafHash(c.Bytes()) }
+
+// EncodeProof returns a proof's hashes as base64 text, one per line.
+func EncodeProof(hs []tlog.Hash) string {
+	var s string
+	for _, h := range hs {
+		s += base64.StdEncoding.EncodeToString(h[:]) + "\n"
+	}
+	return s
+}

@@ -1,0 +1,148 @@
+package ledger
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/dgraph-io/badger"
+	ds "github.com/ipfs/go-datastore"
+	dsq "github.com/ipfs/go-datastore/query"
+	badgerds "github.com/ipfs/go-ds-badger"
+)
+
+// Store is what a ledger needs of a key-value store: a go-datastore that can
+// commit a set of writes atomically. The Badger store (OpenBadger) and the
+// in-memory store (NewMemStore) both pass the conformance suite in
+// ledger/ledgertest.
+//
+// Keys are written in order within a prefix, and Query with a Prefix and
+// OrderByKey (or no order) must return them in ascending key order.
+type Store interface {
+	ds.Datastore
+	ds.TxnDatastore
+}
+
+// prefixDropper is the optional feature of a store that can physically drop
+// a key prefix and reclaim the space it used (Badger's DropPrefix and value
+// log GC). Erasure uses it where the store has it.
+type prefixDropper interface {
+	DropPrefix(prefix string) error
+}
+
+// BadgerStore is a Store on an embedded Badger v1 database in a directory.
+type BadgerStore struct {
+	*badgerds.Datastore
+}
+
+// BadgerOptions are the options of OpenBadger.
+type BadgerOptions struct {
+	// ReadOnly opens the database without writing to it: no recovery
+	// truncation, no compaction. Read-only commands (verify, show, export)
+	// use it, so that a damaged directory is reported, never changed.
+	ReadOnly bool
+}
+
+// ErrNotLedger is returned when a directory exists but is not a ledger.
+var ErrNotLedger = errors.New("not an osmose ledger directory")
+
+// OpenBadger opens (creating if needed, unless read-only) a Badger store in
+// dir. Writes are not synced one by one: the ledger syncs once per batch.
+func OpenBadger(dir string, opt BadgerOptions) (*BadgerStore, error) {
+	fi, err := os.Stat(dir)
+	switch {
+	case err == nil && !fi.IsDir():
+		return nil, fmt.Errorf("open ledger store: %s is not a directory", dir)
+	case errors.Is(err, os.ErrNotExist) && opt.ReadOnly:
+		return nil, fmt.Errorf("open ledger store: %s does not exist", dir)
+	case err != nil && !errors.Is(err, os.ErrNotExist):
+		return nil, fmt.Errorf("open ledger store: %w", err)
+	case err == nil:
+		if err := checkBadgerDir(dir, opt.ReadOnly); err != nil {
+			return nil, err
+		}
+	}
+	if !opt.ReadOnly {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return nil, fmt.Errorf("open ledger store: %w", err)
+		}
+	}
+	o := badgerds.DefaultOptions
+	o.SyncWrites = false
+	o.GcInterval = 0 // value-log GC runs when erasure asks for it
+	o.Options.ReadOnly = opt.ReadOnly
+	o.Options.Truncate = !opt.ReadOnly
+	// A ledger batch is one Badger transaction; 64 MiB tables allow
+	// transactions of about 9 MiB.
+	o.Options.MaxTableSize = 64 << 20
+	o.Options.ValueLogFileSize = 256 << 20
+	d, err := badgerds.NewDatastore(dir, &o)
+	if err != nil {
+		if strings.Contains(err.Error(), "Cannot acquire directory lock") || strings.Contains(err.Error(), "resource temporarily unavailable") {
+			return nil, fmt.Errorf("open ledger store %s: in use by another process", dir)
+		}
+		return nil, fmt.Errorf("open ledger store %s: %w", dir, err)
+	}
+	return &BadgerStore{d}, nil
+}
+
+// checkBadgerDir refuses a non-empty directory that holds no Badger
+// manifest, so that a foreign directory is reported, not written into.
+func checkBadgerDir(dir string, readOnly bool) error {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("open ledger store: %w", err)
+	}
+	if len(ents) == 0 {
+		if readOnly {
+			return fmt.Errorf("open ledger store %s: %w (empty directory)", dir, ErrNotLedger)
+		}
+		return nil
+	}
+	if _, err := os.Stat(filepath.Join(dir, "MANIFEST")); err != nil {
+		return fmt.Errorf("open ledger store %s: %w (no MANIFEST)", dir, ErrNotLedger)
+	}
+	return nil
+}
+
+// DropPrefix physically removes every key under prefix from the LSM tree.
+func (s *BadgerStore) DropPrefix(prefix string) error {
+	return s.DB.DropPrefix([]byte(prefix))
+}
+
+// RunValueLogGC rewrites value-log files until Badger finds none worth
+// rewriting, so that dropped values leave the disk.
+func (s *BadgerStore) RunValueLogGC(discardRatio float64) error {
+	for {
+		err := s.DB.RunValueLogGC(discardRatio)
+		if errors.Is(err, badger.ErrNoRewrite) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// queryPrefix runs a prefix query in key order and calls fn for each entry
+// until fn returns false or an error.
+func queryPrefix(ctx context.Context, s ds.Read, prefix string, keysOnly bool, fn func(key string, value []byte) (bool, error)) error {
+	res, err := s.Query(ctx, dsq.Query{Prefix: prefix, KeysOnly: keysOnly, Orders: []dsq.Order{dsq.OrderByKey{}}})
+	if err != nil {
+		return err
+	}
+	defer res.Close()
+	for r := range res.Next() {
+		if r.Error != nil {
+			return r.Error
+		}
+		more, err := fn(r.Key, r.Value)
+		if err != nil || !more {
+			return err
+		}
+	}
+	return nil
+}
