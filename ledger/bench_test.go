@@ -17,6 +17,18 @@ func testKey(seed byte) ed25519.PrivateKey {
 // benchEntry is a typical call entry: a device calling a light through a
 // grant, with small params and result bodies.
 func benchEntry(i int) Entry {
+	return benchEntries[i%len(benchEntries)]
+}
+
+var benchEntries = func() []Entry {
+	es := make([]Entry, 4096)
+	for i := range es {
+		es[i] = makeBenchEntry(i)
+	}
+	return es
+}()
+
+func makeBenchEntry(i int) Entry {
 	return Entry{
 		Kind: KindCall, Actor: fmt.Sprintf("dev:switch-%d", i%64), Grant: uint64(1000 + i%512),
 		Device: fmt.Sprintf("cambridge/pembroke/f1/r%d/light-%d", i%32, i%4), Interface: 0xa1b2c3d4e5f60718,

@@ -68,7 +68,7 @@
 //	/l/head              durable size, root and last CID
 //	/l/indexed           seq below which the stored index postings are complete
 //	/e/<seq>             the envelope block, then the non-personal body blocks
-//	/c/<digest prefix>   envelope CID -> seq
+//	/c/<byte>/<first seq>           envelope CID digest prefix -> seq, sorted runs
 //	/t/<L>/<N>           tree hash tile N of tile level L (tlog tiles, height 8)
 //	/k/<size>            stored signed checkpoint
 //	/i/<index>/<value>/<first seq>   index posting list (uvarint deltas)

@@ -130,6 +130,7 @@ type Ledger struct {
 	failed   atomic.Pointer[error]
 	subjects sync.Map           // pseudonym -> secret []byte
 	saltMAC  *salter            // salts of non-personal bodies; encoder only
+	scratch  []byte             // the encoder's reusable buffer
 	salters  map[string]*salter // salts of personal bodies by pseudonym; encoder only
 
 	dmu      sync.Mutex
@@ -160,12 +161,48 @@ var (
 	keyIndexed = ds.RawKey("/l/indexed")
 )
 
-func envKey(seq uint64) ds.Key { return ds.RawKey(fmt.Sprintf("/e/%016x", seq)) }
-func cidKey(digest []byte) ds.Key {
-	return ds.RawKey("/c/" + hex.EncodeToString(digest[:12]))
+// appendHex16 appends v as 16 lower-case hex digits.
+func appendHex16(b []byte, v uint64) []byte {
+	const digits = "0123456789abcdef"
+	for shift := 60; shift >= 0; shift -= 4 {
+		b = append(b, digits[(v>>uint(shift))&0xf])
+	}
+	return b
 }
+
+// Entry records are stored in chunks: a run of consecutive records whose
+// length is a power of two up to maxChunk and whose first seq is a multiple
+// of its length, under /e/<first seq>/<length>. A batch is cut into the
+// fewest such runs, so a busy ledger writes one key per up to 64 entries
+// and a quiet one a key per entry, and nothing is ever rewritten. The chunk
+// holding a seq is found by trying the (at most 7) aligned runs around it.
+const maxChunk = 64
+
+func chunkKey(first uint64, n int) ds.Key {
+	var b [3 + 16 + 3]byte
+	k := appendHex16(append(b[:0], "/e/"...), first)
+	k = append(k, '/', "0123456789abcdef"[n>>4], "0123456789abcdef"[n&0xf])
+	return ds.RawKey(string(k))
+}
+
+// chunks cuts [first, first+n) into aligned power-of-two runs, calling fn
+// with each run's first seq and length.
+func chunks(first uint64, n int, fn func(first uint64, n int)) {
+	end := first + uint64(n)
+	for s := first; s < end; {
+		size := uint64(maxChunk)
+		for size > 1 && (s%size != 0 || s+size > end) {
+			size /= 2
+		}
+		fn(s, int(size))
+		s += size
+	}
+}
+
 func personalKey(subject string, seq uint64) ds.Key {
-	return ds.RawKey(fmt.Sprintf("/p/%s/b/%016x", subject, seq))
+	b := make([]byte, 0, 3+len(subject)+3+16)
+	b = append(append(append(b, "/p/"...), subject...), "/b/"...)
+	return ds.RawKey(string(appendHex16(b, seq)))
 }
 func subjectPrefix(subject string) string { return "/p/" + subject + "/" }
 func checkpointKey(size int64) ds.Key     { return ds.RawKey(fmt.Sprintf("/k/%016x", size)) }
@@ -293,12 +330,12 @@ func (l *Ledger) recover(ctx context.Context) error {
 		indexed = binary.BigEndian.Uint64(raw)
 	}
 	l.indexer.flushedTo = indexed
-	for seq := indexed; seq < uint64(st.size); seq++ {
-		env, _, err := l.envelope(ctx, seq)
-		if err != nil {
-			return fmt.Errorf("re-index seq %d: %w", seq, err)
-		}
-		l.indexer.add(env)
+	err = l.scan(ctx, indexed, uint64(st.size), func(r *Record) (bool, error) {
+		l.indexer.add(r.Envelope, r.CID)
+		return true, nil
+	})
+	if err != nil {
+		return fmt.Errorf("re-index: %w", err)
 	}
 	return nil
 }
@@ -335,8 +372,11 @@ type Pending struct {
 	entry Entry
 	seq   uint64
 	cid   cid.Cid
-	done  chan struct{}
-	err   error
+	// Built by the encoder: the body blocks and their CIDs.
+	blocks   [2][]byte
+	bodyCIDs [2]cid.Cid
+	done     chan struct{}
+	err      error
 }
 
 // Seq returns the entry's sequence number, fixed when it was appended.
@@ -489,12 +529,41 @@ type batch struct {
 // encode turns queued entries into envelopes, body blocks, tree hashes and
 // index postings, in seq order. It runs on the encoder goroutine only.
 func (l *Ledger) encode(items []*Pending) *batch {
-	b := &batch{items: items, puts: make([]kv, 0, 2*len(items)+8)}
-	need := 0
-	for _, p := range items {
-		need += 2*entrySize(&p.entry) + 2*len(p.entry.Actor) + len(p.entry.Device)
+	b := &batch{items: items, puts: make([]kv, 0, len(items)/16+16)}
+	if len(items) == 0 {
+		return b
 	}
-	arena := make([]byte, 0, need)
+	// Plan the chunks, then write each record, framed, straight into its
+	// chunk's buffer.
+	first := items[0].seq
+	type chunk struct {
+		start uint64
+		n     int
+		buf   []byte
+	}
+	var plan []chunk
+	chunks(first, len(items), func(start uint64, n int) {
+		size := 0
+		for _, p := range items[start-first : start-first+uint64(n)] {
+			size += entrySize(&p.entry) + len(p.entry.Actor) + len(p.entry.Device) + len(p.entry.Reason)
+		}
+		plan = append(plan, chunk{start, n, make([]byte, 0, size)})
+	})
+	// Body blocks depend only on their entry, so two goroutines build them.
+	if len(items) >= 256 {
+		half := len(items) / 2
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			buildBodies(items[half:], newSalter(l.salt), map[string]*salter{}, &l.subjects)
+		}()
+		buildBodies(items[:half], l.saltMAC, l.salters, &l.subjects)
+		<-done
+	} else {
+		buildBodies(items, l.saltMAC, l.salters, &l.subjects)
+	}
+	ci := 0
+	scratch := l.scratch[:0]
 	for _, p := range items {
 		e := &p.entry
 		env := Envelope{
@@ -502,44 +571,31 @@ func (l *Ledger) encode(items []*Pending) *batch {
 			Grant: e.Grant, Device: e.Device, Subject: e.Subject, Interface: e.Interface,
 			Method: e.Method, Decision: e.Decision, Reason: e.Reason, Ref: e.Ref, Time: e.Time,
 		}
-		s := l.saltMAC
-		if e.Subject != "" {
-			s = l.subjectSalter(e.Subject)
-		}
-		pSalt, rSalt := s.salts(p.seq)
-		start := len(arena)
-		var bodies [2][]byte
-		if e.Params != nil {
-			arena = appendBody(arena, e.Params, pSalt)
-			bodies[0] = arena[start:]
-			env.Params = blockCID(bodies[0])
-		}
-		mid := len(arena)
-		if e.Result != nil {
-			arena = appendBody(arena, e.Result, rSalt)
-			bodies[1] = arena[mid:]
-			env.Result = blockCID(bodies[1])
-		}
-		envStart := len(arena)
-		arena = appendEnvelope(arena, &env)
-		envBytes := arena[envStart:]
+		bodies := p.blocks
+		env.Params, env.Result = p.bodyCIDs[0], p.bodyCIDs[1]
+		scratch = appendEnvelope(scratch[:0], &env)
+		envBytes := scratch
 		c := blockCID(envBytes)
 		p.cid = c
 		// The record: the envelope, then the bodies that are not personal.
-		recStart := len(arena)
-		arena = appendFrame(arena, envBytes)
-		if e.Subject == "" {
-			arena = appendFrames(arena, bodies)
+		personal := e.Subject != ""
+		recLen := frameLen(len(envBytes))
+		if !personal && (bodies[0] != nil || bodies[1] != nil) {
+			recLen += frameLen(len(bodies[0])) + frameLen(len(bodies[1]))
 		}
-		b.puts = append(b.puts, kv{envKey(p.seq), arena[recStart:len(arena):len(arena)]})
-		if e.Subject != "" && (bodies[0] != nil || bodies[1] != nil) {
-			ps := len(arena)
-			arena = appendFrames(arena, bodies)
-			b.puts = append(b.puts, kv{personalKey(e.Subject, p.seq), arena[ps:len(arena):len(arena)]})
+		if p.seq >= plan[ci].start+uint64(plan[ci].n) {
+			ci++
 		}
-		digest, _ := digestOf(c)
-		var seqBuf [binary.MaxVarintLen64]byte
-		b.puts = append(b.puts, kv{cidKey(digest), append([]byte(nil), seqBuf[:binary.PutUvarint(seqBuf[:], p.seq)]...)})
+		cb := plan[ci].buf
+		cb = binary.AppendUvarint(cb, uint64(recLen))
+		cb = appendFrame(cb, envBytes)
+		if !personal {
+			cb = appendFrames(cb, bodies)
+		}
+		plan[ci].buf = cb
+		if personal && (bodies[0] != nil || bodies[1] != nil) {
+			b.puts = append(b.puts, kv{personalKey(e.Subject, p.seq), appendFrames(nil, bodies)})
+		}
 		l.tree.append(leafHash(c.Bytes()))
 		if l.tree.size%l.opts.CheckpointEvery == 0 {
 			if kvs, err := l.checkpointPut(); err == nil {
@@ -548,8 +604,14 @@ func (l *Ledger) encode(items []*Pending) *batch {
 				l.opts.Logger.Error("ledger: checkpoint", "size", l.tree.size, "err", err)
 			}
 		}
-		l.indexer.add(&env)
+		l.indexer.add(&env, c)
 		l.prev = c
+		// The caller may hold the Pending long after; drop the bytes.
+		p.entry.Params, p.entry.Result, p.blocks = nil, nil, [2][]byte{}
+	}
+	l.scratch = scratch
+	for _, c := range plan {
+		b.puts = append(b.puts, kv{chunkKey(c.start, c.n), c.buf})
 	}
 	for _, t := range l.tree.takeDirty() {
 		b.puts = append(b.puts, kv{tileKey(t.level, t.n), t.data})
@@ -566,14 +628,48 @@ func (l *Ledger) encode(items []*Pending) *batch {
 	return b
 }
 
-func (l *Ledger) subjectSalter(p string) *salter {
-	s := l.salters[p]
-	if s == nil {
-		v, _ := l.subjects.Load(p)
-		s = newSalter(v.([]byte))
-		l.salters[p] = s
+// buildBodies builds the salted body blocks of items and their CIDs.
+// salters caches the salters of data subjects, whose secrets are in
+// subjects.
+func buildBodies(items []*Pending, s *salter, salters map[string]*salter, subjects *sync.Map) {
+	size := 0
+	for _, p := range items {
+		size += len(p.entry.Params) + len(p.entry.Result) + 2*(saltSize+16)
 	}
-	return s
+	arena := make([]byte, 0, size)
+	for _, p := range items {
+		e := &p.entry
+		if e.Params == nil && e.Result == nil {
+			continue
+		}
+		es := s
+		if e.Subject != "" {
+			if es = salters[e.Subject]; es == nil {
+				v, _ := subjects.Load(e.Subject)
+				es = newSalter(v.([]byte))
+				salters[e.Subject] = es
+			}
+		}
+		pSalt, rSalt := es.salts(p.seq)
+		if e.Params != nil {
+			start := len(arena)
+			arena = appendBody(arena, e.Params, pSalt)
+			p.blocks[0] = arena[start:len(arena):len(arena)]
+			p.bodyCIDs[0] = blockCID(p.blocks[0])
+		}
+		if e.Result != nil {
+			start := len(arena)
+			arena = appendBody(arena, e.Result, rSalt)
+			p.blocks[1] = arena[start:len(arena):len(arena)]
+			p.bodyCIDs[1] = blockCID(p.blocks[1])
+		}
+	}
+}
+
+// frameLen is the length of a framed block of n bytes.
+func frameLen(n int) int {
+	var b [binary.MaxVarintLen64]byte
+	return binary.PutUvarint(b[:], uint64(n)) + n
 }
 
 // checkpointPut signs the tree at its current size for storing.
@@ -843,29 +939,6 @@ func (l *Ledger) loadSubject(ctx context.Context, p string) error {
 	return nil
 }
 
-// envelope reads and decodes the envelope at seq.
-func (l *Ledger) envelope(ctx context.Context, seq uint64) (*Envelope, []byte, error) {
-	rec, err := l.store.Get(ctx, envKey(seq))
-	if errors.Is(err, ds.ErrNotFound) {
-		return nil, nil, fmt.Errorf("%w: seq %d", ErrNotFound, seq)
-	}
-	if err != nil {
-		return nil, nil, err
-	}
-	frames, err := splitFrames(rec)
-	if err != nil || len(frames) == 0 {
-		return nil, nil, fmt.Errorf("%w: seq %d: bad record", ErrCorrupt, seq)
-	}
-	env, err := DecodeEnvelope(frames[0])
-	if err != nil {
-		return nil, nil, fmt.Errorf("%w: seq %d: %v", ErrCorrupt, seq, err)
-	}
-	if env.Seq != seq {
-		return nil, nil, fmt.Errorf("%w: seq %d holds the envelope of seq %d", ErrCorrupt, seq, env.Seq)
-	}
-	return env, frames[0], nil
-}
-
 // Record is one entry as read back: its envelope, CID and bodies.
 type Record struct {
 	Envelope *Envelope
@@ -901,14 +974,57 @@ func (l *Ledger) Read(ctx context.Context, seq uint64) (*Record, error) {
 	return l.readRecord(ctx, seq)
 }
 
-func (l *Ledger) readRecord(ctx context.Context, seq uint64) (*Record, error) {
-	rec, err := l.store.Get(ctx, envKey(seq))
-	if errors.Is(err, ds.ErrNotFound) {
-		return nil, fmt.Errorf("%w: seq %d: envelope missing", ErrCorrupt, seq)
+// readChunk returns the records of the chunk holding seq and the chunk's
+// first seq.
+func (l *Ledger) readChunk(ctx context.Context, seq uint64) ([][]byte, uint64, error) {
+	for n := maxChunk; n >= 1; n /= 2 {
+		first := seq &^ uint64(n-1)
+		v, err := l.store.Get(ctx, chunkKey(first, n))
+		if errors.Is(err, ds.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, 0, err
+		}
+		recs, err := splitFrames(v)
+		if err != nil || len(recs) != n {
+			return nil, 0, fmt.Errorf("%w: seq %d: chunk %d+%d holds %d records", ErrCorrupt, first, first, n, len(recs))
+		}
+		return recs, first, nil
 	}
+	return nil, 0, fmt.Errorf("%w: seq %d: envelope missing", ErrCorrupt, seq)
+}
+
+func (l *Ledger) readRecord(ctx context.Context, seq uint64) (*Record, error) {
+	recs, first, err := l.readChunk(ctx, seq)
 	if err != nil {
 		return nil, err
 	}
+	return l.decodeRecord(ctx, seq, recs[seq-first])
+}
+
+// scan calls fn with every record in [from, to), in order, reading a chunk
+// at a time, until fn returns false or an error.
+func (l *Ledger) scan(ctx context.Context, from, to uint64, fn func(*Record) (bool, error)) error {
+	for seq := from; seq < to; {
+		recs, first, err := l.readChunk(ctx, seq)
+		if err != nil {
+			return err
+		}
+		for ; seq < first+uint64(len(recs)) && seq < to; seq++ {
+			r, err := l.decodeRecord(ctx, seq, recs[seq-first])
+			if err != nil {
+				return err
+			}
+			if more, err := fn(r); err != nil || !more {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (l *Ledger) decodeRecord(ctx context.Context, seq uint64, rec []byte) (*Record, error) {
 	frames, err := splitFrames(rec)
 	if err != nil || len(frames) == 0 {
 		return nil, fmt.Errorf("%w: seq %d: bad record", ErrCorrupt, seq)
@@ -954,25 +1070,29 @@ func (l *Ledger) SeqOf(ctx context.Context, c cid.Cid) (uint64, error) {
 	if !ok {
 		return 0, fmt.Errorf("%w: %s is not an envelope CID (CIDv1 dag-cbor sha2-256)", ErrNotFound, c)
 	}
-	v, err := l.store.Get(ctx, cidKey(digest))
-	if errors.Is(err, ds.ErrNotFound) {
-		return 0, fmt.Errorf("%w: %s", ErrNotFound, c)
-	}
+	var found uint64
+	hit := false
+	err := l.cidCandidates(ctx, digest, func(seq uint64) (bool, error) {
+		if int64(seq) >= l.Size() {
+			return true, nil
+		}
+		r, err := l.readRecord(ctx, seq)
+		if err != nil {
+			return false, err
+		}
+		if r.CID.Equals(c) {
+			found, hit = seq, true
+			return false, nil
+		}
+		return true, nil
+	})
 	if err != nil {
 		return 0, err
 	}
-	seq, n := binary.Uvarint(v)
-	if n <= 0 {
-		return 0, fmt.Errorf("%w: CID index entry for %s", ErrCorrupt, c)
-	}
-	r, err := l.Read(ctx, seq)
-	if err != nil {
-		return 0, err
-	}
-	if !r.CID.Equals(c) {
+	if !hit {
 		return 0, fmt.Errorf("%w: %s", ErrNotFound, c)
 	}
-	return seq, nil
+	return found, nil
 }
 
 // ProveInclusion returns the proof that the entry at seq is in the tree of

@@ -79,6 +79,11 @@ func OpenBadger(dir string, opt BadgerOptions) (*BadgerStore, error) {
 	// transactions of about 9 MiB.
 	o.Options.MaxTableSize = 64 << 20
 	o.Options.ValueLogFileSize = 256 << 20
+	// Envelopes, bodies and tiles go to the value log, which is written
+	// once; the LSM tree holds keys and value pointers, so compactions move
+	// little. (go-ds-badger's default keeps values up to 64 KiB in the LSM
+	// tree, which compaction rewrites at every level.)
+	o.Options.ValueThreshold = 64
 	d, err := badgerds.NewDatastore(dir, &o)
 	if err != nil {
 		if strings.Contains(err.Error(), "Cannot acquire directory lock") || strings.Contains(err.Error(), "resource temporarily unavailable") {

@@ -94,11 +94,18 @@ func (l *Ledger) Verify(ctx context.Context, progress func(done, total int64)) (
 		}
 		return nil
 	}
+	var recs [][]byte
+	var first uint64
 	for seq := uint64(0); seq < uint64(size); seq++ {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		r, err := l.readRecord(ctx, seq)
+		if recs == nil || seq >= first+uint64(len(recs)) {
+			if recs, first, err = l.readChunk(ctx, seq); err != nil {
+				return nil, &VerifyError{Seq: seq, Reason: unwrapCorrupt(err)}
+			}
+		}
+		r, err := l.decodeRecord(ctx, seq, recs[seq-first])
 		if err != nil {
 			return nil, &VerifyError{Seq: seq, Reason: unwrapCorrupt(err)}
 		}

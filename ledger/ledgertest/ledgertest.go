@@ -618,7 +618,22 @@ func testTamper(t *testing.T, h Harness) {
 		}
 		s.Close()
 	}
-	key := func(seq uint64) ds.Key { return ds.RawKey(fmt.Sprintf("/e/%016x", seq)) }
+	// holding returns the key of the stored value that holds marker.
+	holding := func(s ledger.Store, marker string) ds.Key {
+		t.Helper()
+		res, err := s.Query(ctx, dsq.Query{Prefix: "/e"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Close()
+		for r := range res.Next() {
+			if bytes.Contains(r.Value, []byte(marker)) {
+				return ds.RawKey(r.Key)
+			}
+		}
+		t.Fatalf("no record holds %q", marker)
+		return ds.Key{}
+	}
 	flip := func(s ledger.Store, k ds.Key, at func(v []byte) int) {
 		t.Helper()
 		v, err := s.Get(ctx, k)
@@ -631,24 +646,33 @@ func testTamper(t *testing.T, h Harness) {
 			t.Fatal(err)
 		}
 	}
-	// A changed byte in an envelope.
+	// A changed byte in an envelope: seq 321's actor, the last one written
+	// before its params body (entry 320's).
 	s := build()
-	flip(s, key(321), func(v []byte) int { return bytes.Index(v, []byte("switch")) })
+	flip(s, holding(s, "params-320"), func(v []byte) int {
+		return bytes.LastIndex(v[:bytes.Index(v, []byte("params-320"))], []byte("switch"))
+	})
 	wantBad(s, 321)
 	// A changed byte in a body.
 	s = build()
-	flip(s, key(400), func(v []byte) int { return bytes.Index(v, []byte("params-399")) + 7 })
+	flip(s, holding(s, "params-399"), func(v []byte) int { return bytes.Index(v, []byte("params-399")) + 7 })
 	wantBad(s, 400)
 	// A changed tree hash.
 	s = build()
 	flip(s, ds.RawKey("/t/0/000000000001"), func(v []byte) int { return 32*10 + 5 })
 	wantBad(s, 256+10)
-	// A missing entry.
+	// A missing run of entries: the first missing seq is named.
 	s = build()
-	if err := s.Delete(ctx, key(500)); err != nil {
+	k := holding(s, "params-499")
+	if err := s.Delete(ctx, k); err != nil {
 		t.Fatal(err)
 	}
-	wantBad(s, 500)
+	var first uint64
+	fmt.Sscanf(k.String(), "/e/%x/", &first)
+	if first == 0 || first > 500 {
+		t.Fatalf("record key %s", k)
+	}
+	wantBad(s, first)
 	// The untouched ledger verifies.
 	s = build()
 	if err := verify(s); err != nil {
