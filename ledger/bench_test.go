@@ -4,8 +4,10 @@ import (
 	"context"
 	"crypto/ed25519"
 	"fmt"
+	"sort"
 	"sync"
 	"testing"
+	"time"
 )
 
 func testKey(seed byte) ed25519.PrivateKey {
@@ -49,44 +51,64 @@ func BenchmarkAppendBadger(b *testing.B) {
 
 func BenchmarkAppendMem(b *testing.B) { benchAppend(b, NewMemStore()) }
 
+// benchAppend runs 64 appenders, each keeping up to 32 appends in flight,
+// and reports entries/s and the append-to-durable latency percentiles.
 func benchAppend(b *testing.B, s Store) {
 	ctx := context.Background()
 	l, err := Open(ctx, s, Options{Key: testKey(1)})
 	if err != nil {
 		b.Fatal(err)
 	}
-	const appenders, window = 64, 32
-	b.ResetTimer()
-	var wg sync.WaitGroup
+	const appenders, window = 64, 16
 	per := b.N/appenders + 1
+	lat := make([][]time.Duration, appenders)
+	b.ResetTimer()
+	start := time.Now()
+	var wg sync.WaitGroup
 	for a := 0; a < appenders; a++ {
-		wg.Add(1)
+		type inflight struct {
+			p  *Pending
+			t0 time.Time
+		}
+		q := make(chan inflight, window)
+		wg.Add(2)
 		go func(a int) {
 			defer wg.Done()
-			ring := make([]*Pending, 0, window)
+			defer close(q)
 			for i := 0; i < per; i++ {
-				if len(ring) == window {
-					if err := ring[0].Wait(ctx); err != nil {
-						b.Error(err)
-						return
-					}
-					ring = ring[1:]
-				}
+				t0 := time.Now()
 				p, err := l.Append(ctx, benchEntry(a*per+i))
 				if err != nil {
 					b.Error(err)
 					return
 				}
-				ring = append(ring, p)
+				q <- inflight{p, t0}
 			}
-			for _, p := range ring {
-				p.Wait(ctx)
+		}(a)
+		go func(a int) {
+			defer wg.Done()
+			ls := make([]time.Duration, 0, per)
+			for f := range q {
+				if err := f.p.Wait(ctx); err != nil {
+					b.Error(err)
+				}
+				ls = append(ls, time.Since(f.t0))
 			}
+			lat[a] = ls
 		}(a)
 	}
 	wg.Wait()
+	elapsed := time.Since(start)
 	b.StopTimer()
 	if err := l.Close(); err != nil {
 		b.Fatal(err)
 	}
+	var all []time.Duration
+	for _, ls := range lat {
+		all = append(all, ls...)
+	}
+	sort.Slice(all, func(i, j int) bool { return all[i] < all[j] })
+	b.ReportMetric(float64(len(all))/elapsed.Seconds(), "entries/s")
+	b.ReportMetric(float64(all[len(all)/2].Microseconds())/1000, "p50-ms")
+	b.ReportMetric(float64(all[len(all)*99/100].Microseconds())/1000, "p99-ms")
 }

@@ -67,7 +67,9 @@
 //	/l/meta              ledger metadata (JSON)
 //	/l/head              durable size, root and last CID
 //	/l/indexed           seq below which the stored index postings are complete
-//	/e/<seq>             the envelope block, then the non-personal body blocks
+//	/e/<first>/<n>       records of seqs first..first+n-1 (n a power of two ≤ 64,
+//	                     first a multiple of n); a record is the envelope
+//	                     block, then the entry's non-personal body blocks
 //	/c/<byte>/<first seq>           envelope CID digest prefix -> seq, sorted runs
 //	/t/<L>/<N>           tree hash tile N of tile level L (tlog tiles, height 8)
 //	/k/<size>            stored signed checkpoint

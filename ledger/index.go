@@ -52,14 +52,28 @@ func postingPrefix(ix Index, value string) string {
 	return "/i/" + string(ix) + "/" + base64.RawURLEncoding.EncodeToString([]byte(value))
 }
 
-// indexer buffers postings in memory between flushes.
+// indexer buffers postings in memory between flushes. The live segment
+// takes new entries; when it is full the encoder freezes it, a goroutine
+// turns it into store writes, and a later batch writes them. Until that
+// batch is durable the frozen segment still answers lookups.
 type indexer struct {
 	mu        sync.Mutex
-	buf       map[postingID][]uint64
-	grants    map[uint64][]uint64 // ByGrant, kept apart to skip formatting
-	cids      []cidPosting
-	count     int
-	flushedTo uint64 // every seq below it is in the stored postings
+	live      *segment
+	frozen    []*segment // being written, oldest first
+	flushedTo uint64     // every seq below it is in the stored postings
+}
+
+// segment is the postings of a run of consecutive entries.
+type segment struct {
+	buf    map[postingID][]uint64
+	grants map[uint64][]uint64 // ByGrant, kept apart to skip formatting
+	cids   []cidPosting
+	count  int
+	upTo   uint64 // set when frozen: the seq after the segment's last
+}
+
+func newSegment() *segment {
+	return &segment{buf: map[postingID][]uint64{}, grants: map[uint64][]uint64{}}
 }
 
 // The CID index maps an envelope CID's digest to its seq. Each flush writes
@@ -78,29 +92,19 @@ type postingID struct {
 	value string
 }
 
-func newIndexer() *indexer {
-	return &indexer{buf: map[postingID][]uint64{}, grants: map[uint64][]uint64{}}
-}
-
-// moveGrants formats the buffered grant postings into buf.
-func (x *indexer) moveGrants() {
-	for g, seqs := range x.grants {
-		id := postingID{ByGrant, strconv.FormatUint(g, 10)}
-		x.buf[id] = append(x.buf[id], seqs...)
-	}
-	clear(x.grants)
-}
+func newIndexer() *indexer { return &indexer{live: newSegment()} }
 
 func (x *indexer) add(env *Envelope, c cid.Cid) {
 	x.mu.Lock()
+	g := x.live
 	if d, ok := digestOf(c); ok {
 		var cp cidPosting
 		copy(cp.prefix[:], d)
 		cp.seq = env.Seq
-		x.cids = append(x.cids, cp)
+		g.cids = append(g.cids, cp)
 	}
 	if env.Grant != 0 {
-		x.grants[env.Grant] = append(x.grants[env.Grant], env.Seq)
+		g.grants[env.Grant] = append(g.grants[env.Grant], env.Seq)
 	}
 	for _, f := range [...]struct {
 		ix Index
@@ -108,28 +112,59 @@ func (x *indexer) add(env *Envelope, c cid.Cid) {
 	}{{ByPrincipal, env.Actor}, {ByDevice, env.Device}, {BySubject, env.Subject}, {ByKind, string(env.Kind)}} {
 		if f.v != "" {
 			id := postingID{f.ix, f.v}
-			x.buf[id] = append(x.buf[id], env.Seq)
+			g.buf[id] = append(g.buf[id], env.Seq)
 		}
 	}
-	x.count++
+	g.count++
 	x.mu.Unlock()
 }
 
 func (x *indexer) pending() int {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	return x.count
+	return x.live.count
 }
 
-// flush appends the buffered postings (in a deterministic order) and the
-// new flushed-to mark to puts, and empties the buffer.
-func (x *indexer) flush(puts []kv, upTo uint64) []kv {
+// freeze makes the live segment a frozen one and starts a new live
+// segment. The caller writes the frozen segment's puts and then calls
+// written.
+func (x *indexer) freeze(upTo uint64) *segment {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	x.moveGrants()
-	ids := make([]postingID, 0, len(x.buf))
-	for id := range x.buf {
+	g := x.live
+	g.upTo = upTo
+	x.frozen, x.live = append(x.frozen, g), newSegment()
+	return g
+}
+
+// written records that a frozen segment's puts are durable.
+func (x *indexer) written(g *segment) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	for i, f := range x.frozen {
+		if f == g {
+			x.frozen = append(x.frozen[:i:i], x.frozen[i+1:]...)
+			break
+		}
+	}
+	x.flushedTo = max(x.flushedTo, g.upTo)
+}
+
+// puts returns a frozen segment's store writes, in a deterministic order,
+// ending with the new flushed-to mark. It reads only the segment, which no
+// one changes once frozen.
+func (g *segment) puts() []kv {
+	var puts []kv
+	ids := make([]postingID, 0, len(g.buf)+len(g.grants))
+	all := make(map[postingID][]uint64, len(g.buf)+len(g.grants))
+	for id, seqs := range g.buf {
 		ids = append(ids, id)
+		all[id] = seqs
+	}
+	for n, seqs := range g.grants {
+		id := postingID{ByGrant, strconv.FormatUint(n, 10)}
+		ids = append(ids, id)
+		all[id] = seqs
 	}
 	sort.Slice(ids, func(i, j int) bool {
 		if ids[i].ix != ids[j].ix {
@@ -138,7 +173,7 @@ func (x *indexer) flush(puts []kv, upTo uint64) []kv {
 		return ids[i].value < ids[j].value
 	})
 	for _, id := range ids {
-		seqs := x.buf[id]
+		seqs := all[id]
 		val := make([]byte, 0, 2*len(seqs))
 		prev := uint64(0)
 		for _, s := range seqs {
@@ -148,38 +183,43 @@ func (x *indexer) flush(puts []kv, upTo uint64) []kv {
 		key := ds.RawKey(fmt.Sprintf("%s/%016x", postingPrefix(id.ix, id.value), seqs[0]))
 		puts = append(puts, kv{key, val})
 	}
-	sort.Slice(x.cids, func(i, j int) bool { return bytes.Compare(x.cids[i].prefix[:], x.cids[j].prefix[:]) < 0 })
-	for i := 0; i < len(x.cids); {
-		bucket := x.cids[i].prefix[0]
-		first := x.cids[i].seq
+	cids := append([]cidPosting(nil), g.cids...)
+	sort.Slice(cids, func(i, j int) bool { return bytes.Compare(cids[i].prefix[:], cids[j].prefix[:]) < 0 })
+	for i := 0; i < len(cids); {
+		bucket := cids[i].prefix[0]
+		first := cids[i].seq
 		var val []byte
-		for ; i < len(x.cids) && x.cids[i].prefix[0] == bucket; i++ {
-			first = min(first, x.cids[i].seq)
-			val = append(val, x.cids[i].prefix[:]...)
-			val = binary.AppendUvarint(val, x.cids[i].seq)
+		for ; i < len(cids) && cids[i].prefix[0] == bucket; i++ {
+			first = min(first, cids[i].seq)
+			val = append(val, cids[i].prefix[:]...)
+			val = binary.AppendUvarint(val, cids[i].seq)
 		}
 		puts = append(puts, kv{ds.RawKey(fmt.Sprintf("/c/%02x/%016x", bucket, first)), val})
 	}
-	x.cids = nil
-	puts = append(puts, kv{keyIndexed, binary.BigEndian.AppendUint64(nil, upTo)})
-	x.buf = map[postingID][]uint64{}
-	x.count = 0
-	x.flushedTo = upTo
-	return puts
+	return append(puts, kv{keyIndexed, binary.BigEndian.AppendUint64(nil, g.upTo)})
+}
+
+// segments returns the frozen (if any) and live segments, oldest first.
+// Call with x.mu held.
+func (x *indexer) segments() []*segment {
+	return append(x.frozen[:len(x.frozen):len(x.frozen)], x.live)
 }
 
 // buffered returns the buffered seqs of one posting list, in order.
 func (x *indexer) buffered(ix Index, value string) []uint64 {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	if ix == ByGrant {
-		out := append([]uint64(nil), x.buf[postingID{ix, value}]...)
-		if g, err := strconv.ParseUint(value, 10, 64); err == nil && strconv.FormatUint(g, 10) == value {
-			out = append(out, x.grants[g]...)
+	var out []uint64
+	for _, g := range x.segments() {
+		if ix == ByGrant {
+			if n, err := strconv.ParseUint(value, 10, 64); err == nil && strconv.FormatUint(n, 10) == value {
+				out = append(out, g.grants[n]...)
+			}
+			continue
 		}
-		return out
+		out = append(out, g.buf[postingID{ix, value}]...)
 	}
-	return append([]uint64(nil), x.buf[postingID{ix, value}]...)
+	return out
 }
 
 // cidCandidates calls fn with every seq whose envelope digest starts like
@@ -212,9 +252,11 @@ func (l *Ledger) cidCandidates(ctx context.Context, digest []byte, fn func(seq u
 	}
 	l.indexer.mu.Lock()
 	var seqs []uint64
-	for _, cp := range l.indexer.cids {
-		if bytes.Equal(cp.prefix[:], digest[:cidPrefixLen]) {
-			seqs = append(seqs, cp.seq)
+	for _, g := range l.indexer.segments() {
+		for _, cp := range g.cids {
+			if bytes.Equal(cp.prefix[:], digest[:cidPrefixLen]) {
+				seqs = append(seqs, cp.seq)
+			}
 		}
 	}
 	l.indexer.mu.Unlock()
@@ -236,8 +278,17 @@ func (l *Ledger) Lookup(ctx context.Context, ix Index, value string, from, to ui
 	if from >= to {
 		return nil
 	}
+	// Take the buffered postings before reading the store: a segment
+	// written meanwhile is then seen twice (and skipped the second time),
+	// never missed.
+	buffered := l.indexer.buffered(ix, value)
 	stop := false
+	last, any := uint64(0), false
 	emit := func(s uint64) bool {
+		if any && s <= last {
+			return true
+		}
+		last, any = s, true
 		if s >= to {
 			stop = true
 			return false
@@ -270,7 +321,7 @@ func (l *Ledger) Lookup(ctx context.Context, ix Index, value string, from, to ui
 	if err != nil || stop {
 		return err
 	}
-	for _, s := range l.indexer.buffered(ix, value) {
+	for _, s := range buffered {
 		if !emit(s) {
 			break
 		}
@@ -284,6 +335,27 @@ func (l *Ledger) Lookup(ctx context.Context, ix Index, value string, from, to ui
 func (l *Ledger) IndexValues(ctx context.Context, ix Index) (map[string]int, error) {
 	out := map[string]int{}
 	size := uint64(l.Size())
+	// As in Lookup: the buffered postings first, then the store; a seq seen
+	// in both is counted once (postings are in seq order, so a buffered seq
+	// not above the value's newest stored one is a repeat).
+	buffered := map[string][]uint64{}
+	l.indexer.mu.Lock()
+	for _, g := range l.indexer.segments() {
+		if ix == ByGrant {
+			for n, seqs := range g.grants {
+				v := strconv.FormatUint(n, 10)
+				buffered[v] = append(buffered[v], seqs...)
+			}
+			continue
+		}
+		for id, seqs := range g.buf {
+			if id.ix == ix {
+				buffered[id.value] = append(buffered[id.value], seqs...)
+			}
+		}
+	}
+	l.indexer.mu.Unlock()
+	newest := map[string]uint64{}
 	err := queryPrefix(ctx, l.store, "/i/"+string(ix), false, func(key string, v []byte) (bool, error) {
 		parts := strings.Split(key, "/")
 		if len(parts) != 5 {
@@ -303,6 +375,7 @@ func (l *Ledger) IndexValues(ctx context.Context, ix Index) (map[string]int, err
 			prev += d
 			if prev < size {
 				out[string(val)]++
+				newest[string(val)] = prev
 			}
 		}
 		return true, nil
@@ -310,17 +383,13 @@ func (l *Ledger) IndexValues(ctx context.Context, ix Index) (map[string]int, err
 	if err != nil {
 		return nil, err
 	}
-	l.indexer.mu.Lock()
-	l.indexer.moveGrants()
-	for id, seqs := range l.indexer.buf {
-		if id.ix == ix {
-			for _, s := range seqs {
-				if s < size {
-					out[id.value]++
-				}
+	for v, seqs := range buffered {
+		n, stored := newest[v]
+		for _, s := range seqs {
+			if s < size && (!stored || s > n) {
+				out[v]++
 			}
 		}
 	}
-	l.indexer.mu.Unlock()
 	return out, nil
 }

@@ -121,9 +121,10 @@ type Ledger struct {
 	closing bool
 
 	// Owned by the encoder goroutine.
-	prev    cid.Cid
-	tree    *treeBuilder
-	indexer *indexer
+	prev     cid.Cid
+	tree     *treeBuilder
+	indexer  *indexer
+	flushing *indexFlush
 
 	writeCh  chan *batch
 	stopped  chan struct{}
@@ -521,9 +522,16 @@ type kv struct {
 
 // batch is one group commit: the entries and every write they make.
 type batch struct {
-	items []*Pending
-	puts  []kv
-	state state
+	items    []*Pending
+	puts     []kv
+	state    state
+	segments []*segment // index segments the batch writes
+}
+
+// indexFlush is a frozen index segment whose writes are being prepared.
+type indexFlush struct {
+	seg  *segment
+	puts chan []kv
 }
 
 // encode turns queued entries into envelopes, body blocks, tree hashes and
@@ -622,8 +630,23 @@ func (l *Ledger) encode(items []*Pending) *batch {
 	}
 	b.state = state{size: l.tree.size, root: root, last: l.prev}
 	b.puts = append(b.puts, kv{keyHead, encodeHead(b.state)})
-	if l.indexer.pending() >= l.opts.IndexEvery {
-		b.puts = l.indexer.flush(b.puts, uint64(l.tree.size))
+	// Index postings: a full live segment is frozen and turned into writes
+	// on another goroutine; the first batch after they are ready carries
+	// them.
+	if l.flushing == nil && l.indexer.pending() >= l.opts.IndexEvery {
+		g := l.indexer.freeze(uint64(l.tree.size))
+		ch := make(chan []kv, 1)
+		go func() { ch <- g.puts() }()
+		l.flushing = &indexFlush{g, ch}
+	}
+	if l.flushing != nil {
+		select {
+		case puts := <-l.flushing.puts:
+			b.puts = append(b.puts, puts...)
+			b.segments = append(b.segments, l.flushing.seg)
+			l.flushing = nil
+		default:
+		}
 	}
 	return b
 }
@@ -751,6 +774,9 @@ func (l *Ledger) writeBatch(ctx context.Context, b *batch) error {
 	if err := l.store.Sync(ctx, ds.RawKey("/")); err != nil {
 		return fmt.Errorf("sync: %w", err)
 	}
+	for _, g := range b.segments {
+		l.indexer.written(g)
+	}
 	l.dmu.Lock()
 	l.durable = b.state
 	close(l.advanced)
@@ -858,7 +884,16 @@ func (l *Ledger) Close() error {
 	}
 	ctx := context.Background()
 	size := l.tree.size
-	puts := l.indexer.flush(nil, uint64(size))
+	var puts []kv
+	var segs []*segment
+	if l.flushing != nil {
+		puts = append(puts, <-l.flushing.puts...)
+		segs = append(segs, l.flushing.seg)
+		l.flushing = nil
+	}
+	g := l.indexer.freeze(uint64(size))
+	puts = append(puts, g.puts()...)
+	segs = append(segs, g)
 	if size%l.opts.CheckpointEvery != 0 {
 		cp, err := l.checkpointPut()
 		if err != nil {
@@ -867,7 +902,7 @@ func (l *Ledger) Close() error {
 		puts = append(puts, cp)
 	}
 	root, _ := l.tree.root()
-	b := &batch{puts: puts, state: state{size: size, root: root, last: l.prev}}
+	b := &batch{puts: puts, state: state{size: size, root: root, last: l.prev}, segments: segs}
 	if err := l.writeBatch(ctx, b); err != nil {
 		return fmt.Errorf("close ledger: %w", err)
 	}

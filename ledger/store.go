@@ -75,9 +75,12 @@ func OpenBadger(dir string, opt BadgerOptions) (*BadgerStore, error) {
 	o.GcInterval = 0 // value-log GC runs when erasure asks for it
 	o.Options.ReadOnly = opt.ReadOnly
 	o.Options.Truncate = !opt.ReadOnly
-	// A ledger batch is one Badger transaction; 64 MiB tables allow
-	// transactions of about 9 MiB.
-	o.Options.MaxTableSize = 64 << 20
+	// A ledger batch is one Badger transaction. Its values go to the value
+	// log (below), so in the LSM tree a batch is a few hundred keys and
+	// pointers: 16 MiB tables (2.4 MiB transactions) are ample, and three
+	// memtables bound Badger's memory to about 50 MiB.
+	o.Options.MaxTableSize = 16 << 20
+	o.Options.NumMemtables = 3
 	o.Options.ValueLogFileSize = 256 << 20
 	// Envelopes, bodies and tiles go to the value log, which is written
 	// once; the LSM tree holds keys and value pointers, so compactions move

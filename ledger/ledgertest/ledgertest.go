@@ -53,6 +53,7 @@ func Run(t *testing.T, h Harness) {
 		{"Checkpoints", testCheckpoints},
 		{"Reopen", testReopen},
 		{"Indexes", testIndexes},
+		{"IndexesUnderLoad", testIndexesUnderLoad},
 		{"PersonalBodies", testPersonalBodies},
 		{"Backpressure", testBackpressure},
 		{"WriteFailure", testWriteFailure},
@@ -452,6 +453,49 @@ func testIndexes(t *testing.T, h Harness) {
 	l2 := open(t, s, opts)
 	defer l2.Close()
 	check(l2)
+}
+
+// testIndexesUnderLoad looks up while entries are appended and index
+// segments are frozen and written: no seq is ever missed or repeated.
+func testIndexesUnderLoad(t *testing.T, h Harness) {
+	s := h.New(t)
+	defer s.Close()
+	ctx := context.Background()
+	l := open(t, s, ledger.Options{IndexEvery: 37, MaxBatch: 16})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		appendAll(t, l, 0, 3000)
+	}()
+	check := func() {
+		size := uint64(l.Size())
+		var got []uint64
+		if err := l.Lookup(ctx, ledger.ByGrant, "102", 0, size, func(s uint64) bool { got = append(got, s); return true }); err != nil {
+			t.Fatal(err)
+		}
+		var want []uint64
+		for s := uint64(1); s < size; s++ {
+			if (s-1)%5 == 2 {
+				want = append(want, s)
+			}
+		}
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Fatalf("size %d: lookup gave %d seqs, want %d\n got %v\nwant %v", size, len(got), len(want), got, want)
+		}
+	}
+	for {
+		select {
+		case <-done:
+			check()
+			if err := l.Close(); err != nil {
+				t.Fatal(err)
+			}
+			check()
+			return
+		default:
+			check()
+		}
+	}
 }
 
 func testPersonalBodies(t *testing.T, h Harness) {
