@@ -61,6 +61,9 @@ type Options struct {
 	// they are written; entries past the last write are re-indexed from
 	// their envelopes on open. Default 16384.
 	IndexEvery int
+	// Reindex drops every stored index and rebuilds them all from the
+	// envelopes while opening. It needs Key.
+	Reindex bool
 	// Logger receives the ledger's rare operational messages.
 	Logger *slog.Logger
 }
@@ -327,18 +330,85 @@ func (l *Ledger) recover(ctx context.Context) error {
 	l.durable = st
 	l.indexer = newIndexer()
 	indexed := uint64(0)
-	if raw, err := l.store.Get(ctx, keyIndexed); err == nil && len(raw) == 8 {
+	if l.opts.Reindex {
+		if l.signer == nil {
+			return fmt.Errorf("rebuild indexes: %w", ErrReadOnly)
+		}
+		if err := l.dropIndexes(ctx); err != nil {
+			return fmt.Errorf("rebuild indexes: %w", err)
+		}
+	} else if raw, err := l.store.Get(ctx, keyIndexed); err == nil && len(raw) == 8 {
 		indexed = binary.BigEndian.Uint64(raw)
 	}
 	l.indexer.flushedTo = indexed
 	err = l.scan(ctx, indexed, uint64(st.size), func(r *Record) (bool, error) {
 		l.indexer.add(r.Envelope, r.CID)
+		// A long tail (a rebuild) is written as it goes, so memory
+		// stays bounded; a read-only ledger keeps it in memory.
+		if l.signer != nil && l.indexer.pending() >= l.opts.IndexEvery {
+			g := l.indexer.freeze(r.Envelope.Seq + 1)
+			if err := l.writeIndexSegment(ctx, g); err != nil {
+				return false, err
+			}
+		}
 		return true, nil
 	})
 	if err != nil {
 		return fmt.Errorf("re-index: %w", err)
 	}
 	return nil
+}
+
+// writeIndexSegment writes a frozen index segment on its own.
+func (l *Ledger) writeIndexSegment(ctx context.Context, g *segment) error {
+	txn, err := l.store.NewTransaction(ctx, false)
+	if err != nil {
+		return err
+	}
+	defer txn.Discard(ctx)
+	for _, p := range g.puts() {
+		if err := txn.Put(ctx, p.key, p.value); err != nil {
+			return err
+		}
+	}
+	if err := txn.Commit(ctx); err != nil {
+		return err
+	}
+	l.indexer.written(g)
+	return nil
+}
+
+// dropIndexes deletes every stored index posting, so that recover rebuilds
+// them all from the envelopes.
+func (l *Ledger) dropIndexes(ctx context.Context) error {
+	var keys []ds.Key
+	for _, prefix := range []string{"/i", "/c"} {
+		if err := queryPrefix(ctx, l.store, prefix, true, func(k string, _ []byte) (bool, error) {
+			keys = append(keys, ds.RawKey(k))
+			return true, nil
+		}); err != nil {
+			return err
+		}
+	}
+	keys = append(keys, keyIndexed)
+	for len(keys) > 0 {
+		n := min(len(keys), 10000)
+		txn, err := l.store.NewTransaction(ctx, false)
+		if err != nil {
+			return err
+		}
+		for _, k := range keys[:n] {
+			if err := txn.Delete(ctx, k); err != nil {
+				txn.Discard(ctx)
+				return err
+			}
+		}
+		if err := txn.Commit(ctx); err != nil {
+			return err
+		}
+		keys = keys[n:]
+	}
+	return l.store.Sync(ctx, ds.RawKey("/"))
 }
 
 func encodeHead(st state) []byte {

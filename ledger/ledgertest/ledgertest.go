@@ -453,6 +453,39 @@ func testIndexes(t *testing.T, h Harness) {
 	l2 := open(t, s, opts)
 	defer l2.Close()
 	check(l2)
+	l2.Close()
+
+	// Damaged indexes are rebuilt from the envelopes.
+	if err := queryPrefixDelete(ctx, s, "/i"); err != nil {
+		t.Fatal(err)
+	}
+	l3 := open(t, s, ledger.Options{IndexEvery: 64, Reindex: true})
+	defer l3.Close()
+	check(l3)
+	r, _ := l3.Read(ctx, 77)
+	if seq, err := l3.SeqOf(ctx, r.CID); err != nil || seq != 77 {
+		t.Fatalf("SeqOf after rebuild: %d, %v", seq, err)
+	}
+}
+
+// queryPrefixDelete deletes every other key under prefix.
+func queryPrefixDelete(ctx context.Context, s ledger.Store, prefix string) error {
+	res, err := s.Query(ctx, dsq.Query{Prefix: prefix, KeysOnly: true})
+	if err != nil {
+		return err
+	}
+	all, err := res.Rest()
+	if err != nil {
+		return err
+	}
+	for i, e := range all {
+		if i%2 == 0 {
+			if err := s.Delete(ctx, ds.RawKey(e.Key)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // testIndexesUnderLoad looks up while entries are appended and index
