@@ -41,6 +41,13 @@ type env struct {
 // (ledger.go for "ledger ...", and so on).
 var commands = map[string]command{
 	// One line per command, kept in alphabetical order.
+	"bench ledger":      {summary: "measure ledger append rate, durability latency and proofs against raw Badger", run: runBenchLedger},
+	"ledger checkpoint": {summary: "print the newest signed checkpoint of a ledger", run: runLedgerCheckpoint},
+	"ledger export":     {summary: "write a ledger as a CAR file for standard IPLD tools", run: runLedgerExport},
+	"ledger proof":      {summary: "print and check the inclusion proof of an entry", run: runLedgerProof},
+	"ledger show":       {summary: "print one ledger entry by seq or CID", run: runLedgerShow},
+	"ledger tail":       {summary: "print the last ledger entries; -f follows", run: runLedgerTail},
+	"ledger verify":     {summary: "check every envelope, body, tree hash and checkpoint of a ledger", run: runLedgerVerify},
 }
 
 func main() {
