@@ -31,7 +31,9 @@
 //	grant   int     grant id the event happened under
 //	dev     string  target device or place path
 //	subj    string  pseudonym of the data subject whose data the bodies carry
-//	iface   int     Cap'n Proto interface id
+//	iface   string  Cap'n Proto interface id, "0x" and 16 hex digits (as the
+//	                schema language writes it; JSON-based tools lose 64-bit
+//	                integers)
 //	meth    int     method ordinal within iface
 //	dec     string  "admit" or "deny" for a call
 //	why     string  reason of a denial or a short note (never personal data)

@@ -297,7 +297,7 @@ func appendEnvelope(dst []byte, env *Envelope) []byte {
 	}
 	if env.Interface != 0 {
 		w.text("iface")
-		w.uint(env.Interface)
+		w.text(ifaceText(env.Interface))
 	}
 	if env.Params.Defined() {
 		w.text("params")
@@ -406,6 +406,31 @@ func DecodeEnvelope(block []byte) (*Envelope, error) {
 	return env, nil
 }
 
+// ifaceText writes a Cap'n Proto interface id as the schema language does,
+// "0x" and 16 hex digits: ids are 64-bit and often above 2^63, which many
+// IPLD tools (dag-json among them) cannot hold as integers.
+func ifaceText(id uint64) string {
+	return string(appendHex16([]byte("0x"), id))
+}
+
+func parseIface(t string) (uint64, error) {
+	if len(t) != 18 || t[:2] != "0x" {
+		return 0, fmt.Errorf("interface id %q is not 0x and 16 hex digits", t)
+	}
+	var id uint64
+	for _, c := range t[2:] {
+		switch {
+		case c >= '0' && c <= '9':
+			id = id<<4 | uint64(c-'0')
+		case c >= 'a' && c <= 'f':
+			id = id<<4 | uint64(c-'a'+10)
+		default:
+			return 0, fmt.Errorf("interface id %q is not lower-case hex", t)
+		}
+	}
+	return id, nil
+}
+
 func asUint(v datamodel.Node) (uint64, error) {
 	if u, ok := v.(datamodel.UintNode); ok {
 		return u.AsUint()
@@ -462,7 +487,10 @@ func setField(env *Envelope, key string, v datamodel.Node) error {
 	case "grant":
 		env.Grant, err = asUint(v)
 	case "iface":
-		env.Interface, err = asUint(v)
+		var t string
+		if t, err = v.AsString(); err == nil {
+			env.Interface, err = parseIface(t)
+		}
 	case "ref":
 		env.Ref, err = asUint(v)
 	case "meth":

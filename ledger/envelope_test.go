@@ -2,6 +2,7 @@ package ledger
 
 import (
 	"bytes"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -42,7 +43,9 @@ func referenceEnvelope(t testing.TB, env *Envelope) []byte {
 			}
 		}
 		u("grant", env.Grant)
-		u("iface", env.Interface)
+		if env.Interface != 0 {
+			qp.MapEntry(ma, "iface", qp.String(fmt.Sprintf("0x%016x", env.Interface)))
+		}
 		u("meth", uint64(env.Method))
 		u("ref", env.Ref)
 		if env.Params.Defined() {

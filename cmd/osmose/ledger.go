@@ -39,7 +39,6 @@ import (
 	"math/bits"
 	"os"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -48,7 +47,6 @@ import (
 	golog "github.com/ipfs/go-log/v2"
 	"github.com/ipld/go-ipld-prime/codec/dagcbor"
 	"github.com/ipld/go-ipld-prime/codec/dagjson"
-	"github.com/ipld/go-ipld-prime/datamodel"
 	"github.com/ipld/go-ipld-prime/node/basicnode"
 	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
@@ -418,110 +416,18 @@ func parseSeqOrCID(s string) (uint64, cid.Cid, error) {
 	return 0, c, nil
 }
 
-// envelopeDAGJSON returns an envelope block in the standard dag-json
-// form: what go-ipld-prime's dagjson encoder writes (keys sorted, links as
-// {"/": cid}, bytes as {"/": {"bytes": base64}}). That encoder (v0.24)
-// refuses integers above 2^63-1, which Cap'n Proto interface ids often are,
-// so this writes the same form itself; a test checks the two agree.
+// envelopeDAGJSON returns an envelope block in the standard dag-json form,
+// as go-ipld-prime's codec writes it (keys sorted, links as {"/": cid}).
 func envelopeDAGJSON(block []byte) ([]byte, error) {
 	nb := basicnode.Prototype.Any.NewBuilder()
 	if err := dagcbor.Decode(nb, bytes.NewReader(block)); err != nil {
 		return nil, err
 	}
 	var buf bytes.Buffer
-	if err := appendDAGJSON(&buf, nb.Build()); err != nil {
+	if err := dagjson.Encode(nb.Build(), &buf); err != nil {
 		return nil, err
 	}
 	return buf.Bytes(), nil
-}
-
-func appendDAGJSON(buf *bytes.Buffer, n datamodel.Node) error {
-	str := func(s string) {
-		enc := json.NewEncoder(buf)
-		enc.SetEscapeHTML(false)
-		enc.Encode(s)
-		buf.Truncate(buf.Len() - 1) // the encoder's newline
-	}
-	switch n.Kind() {
-	case datamodel.Kind_Map:
-		type kv struct {
-			k string
-			v datamodel.Node
-		}
-		var kvs []kv
-		for it := n.MapIterator(); !it.Done(); {
-			k, v, err := it.Next()
-			if err != nil {
-				return err
-			}
-			ks, err := k.AsString()
-			if err != nil {
-				return err
-			}
-			kvs = append(kvs, kv{ks, v})
-		}
-		sort.Slice(kvs, func(i, j int) bool { return kvs[i].k < kvs[j].k })
-		buf.WriteByte('{')
-		for i, e := range kvs {
-			if i > 0 {
-				buf.WriteByte(',')
-			}
-			str(e.k)
-			buf.WriteByte(':')
-			if err := appendDAGJSON(buf, e.v); err != nil {
-				return err
-			}
-		}
-		buf.WriteByte('}')
-	case datamodel.Kind_List:
-		buf.WriteByte('[')
-		for it := n.ListIterator(); !it.Done(); {
-			i, v, err := it.Next()
-			if err != nil {
-				return err
-			}
-			if i > 0 {
-				buf.WriteByte(',')
-			}
-			if err := appendDAGJSON(buf, v); err != nil {
-				return err
-			}
-		}
-		buf.WriteByte(']')
-	case datamodel.Kind_Int:
-		if u, ok := n.(datamodel.UintNode); ok {
-			v, err := u.AsUint()
-			if err != nil {
-				return err
-			}
-			buf.WriteString(strconv.FormatUint(v, 10))
-			return nil
-		}
-		v, err := n.AsInt()
-		if err != nil {
-			return err
-		}
-		buf.WriteString(strconv.FormatInt(v, 10))
-	case datamodel.Kind_String:
-		s, _ := n.AsString()
-		str(s)
-	case datamodel.Kind_Bytes:
-		b, _ := n.AsBytes()
-		buf.WriteString(`{"/":{"bytes":"` + base64.RawStdEncoding.EncodeToString(b) + `"}}`)
-	case datamodel.Kind_Link:
-		l, _ := n.AsLink()
-		buf.WriteString(`{"/":"` + l.String() + `"}`)
-	case datamodel.Kind_Bool:
-		b, _ := n.AsBool()
-		buf.WriteString(strconv.FormatBool(b))
-	case datamodel.Kind_Null:
-		buf.WriteString("null")
-	default:
-		// Envelopes hold no floats (the ledger refuses them); print what
-		// the standard encoder prints for anything else.
-		return dagjson.Encode(n, buf)
-	}
-	return nil
 }
 
 // readEntry reads the entry at seq, turning a seq beyond the end into a

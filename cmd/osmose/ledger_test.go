@@ -98,11 +98,8 @@ func TestEnvelopeDAGJSON(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if i == 1 {
-			if !bytes.Contains(got, []byte(`"iface":11651590505119483672`)) {
-				t.Errorf("dag-json of a large interface id: %s", got)
-			}
-			continue
+		if i == 1 && !bytes.Contains(got, []byte(`"iface":"0xa1b2c3d4e5f60718"`)) {
+			t.Errorf("dag-json of a large interface id: %s", got)
 		}
 		nb := basicnode.Prototype.Any.NewBuilder()
 		if err := dagcbor.Decode(nb, bytes.NewReader(r.Block)); err != nil {
