@@ -115,14 +115,12 @@ func (l *Ledger) ExportCAR(ctx context.Context, w io.Writer) (*CARExport, error)
 	if err != nil {
 		return nil, fmt.Errorf("export: %w", err)
 	}
-	l.dmu.Lock()
-	head := l.durable
-	l.dmu.Unlock()
-	if head.size != size || head.root != treeRoot {
+	headSize, headRoot, headLast := l.Head()
+	if headSize != size || headRoot != treeRoot {
 		return nil, fmt.Errorf("export: %w: the head record disagrees with the tree", ErrCorrupt)
 	}
 	idx := &CARIndex{
-		Version: CARIndexVersion, Head: head.last, TreeRoot: treeRoot, Size: size,
+		Version: CARIndexVersion, Head: headLast, TreeRoot: treeRoot, Size: size,
 		Origin: l.meta.Origin, Verifier: l.meta.Verifier,
 	}
 	for _, cp := range cps {
@@ -138,7 +136,7 @@ func (l *Ledger) ExportCAR(ctx context.Context, w io.Writer) (*CARExport, error)
 	root := blockCID(idxBlock)
 
 	cw := &carWriter{w: bufio.NewWriterSize(w, 1<<20)}
-	out := &CARExport{Root: root, Head: head.last, Size: size, TreeRoot: treeRoot, Checkpoints: len(cps)}
+	out := &CARExport{Root: root, Head: headLast, Size: size, TreeRoot: treeRoot, Checkpoints: len(cps)}
 	if err := cw.header(root); err != nil {
 		return nil, fmt.Errorf("export: %w", err)
 	}
@@ -170,7 +168,7 @@ func (l *Ledger) ExportCAR(ctx context.Context, w io.Writer) (*CARExport, error)
 	case err != nil:
 		return nil, fmt.Errorf("export: read seq %d: %w", next, err)
 	}
-	if size > 0 && !prev.Equals(head.last) {
+	if size > 0 && !prev.Equals(headLast) {
 		return nil, &VerifyError{Seq: uint64(size - 1), Reason: "the head record's last CID differs from the entries"}
 	}
 	if err := cw.flush(); err != nil {

@@ -855,6 +855,14 @@ func (l *Ledger) writeBatch(ctx context.Context, b *batch) error {
 	return nil
 }
 
+// Head returns the durable head: the number of entries, the tree root and
+// the newest envelope's CID.
+func (l *Ledger) Head() (size int64, root tlog.Hash, last cid.Cid) {
+	l.dmu.Lock()
+	defer l.dmu.Unlock()
+	return l.durable.size, l.durable.root, l.durable.last
+}
+
 // Size returns the number of durable entries.
 func (l *Ledger) Size() int64 {
 	l.dmu.Lock()

@@ -46,8 +46,16 @@ type BadgerOptions struct {
 	ReadOnly bool
 }
 
-// ErrNotLedger is returned when a directory exists but is not a ledger.
-var ErrNotLedger = errors.New("not an osmose ledger directory")
+// Errors of OpenBadger that callers branch on.
+var (
+	// ErrNotLedger: the directory exists but is not a ledger.
+	ErrNotLedger = errors.New("not an osmose ledger directory")
+	// ErrStoreLocked: another process (a running kernel) has it open.
+	ErrStoreLocked = errors.New("in use by another process")
+	// ErrNeedsRecovery: a read-only open found a store that was not closed
+	// cleanly (or a damaged value log); a writable open recovers it.
+	ErrNeedsRecovery = errors.New("needs recovery (not closed cleanly, or a damaged value log)")
+)
 
 // OpenBadger opens (creating if needed, unless read-only) a Badger store in
 // dir. Writes are not synced one by one: the ledger syncs once per batch.
@@ -89,8 +97,13 @@ func OpenBadger(dir string, opt BadgerOptions) (*BadgerStore, error) {
 	o.Options.ValueThreshold = 64
 	d, err := badgerds.NewDatastore(dir, &o)
 	if err != nil {
-		if strings.Contains(err.Error(), "Cannot acquire directory lock") || strings.Contains(err.Error(), "resource temporarily unavailable") {
-			return nil, fmt.Errorf("open ledger store %s: in use by another process", dir)
+		// Badger v1 has no typed errors for these; its messages are stable.
+		msg := err.Error()
+		switch {
+		case strings.Contains(msg, "Cannot acquire directory lock"), strings.Contains(msg, "resource temporarily unavailable"):
+			return nil, fmt.Errorf("open ledger store %s: %w", dir, ErrStoreLocked)
+		case errors.Is(err, badger.ErrTruncateNeeded), strings.Contains(msg, "truncate required"), strings.Contains(msg, "not properly closed"):
+			return nil, fmt.Errorf("open ledger store %s: %w", dir, ErrNeedsRecovery)
 		}
 		return nil, fmt.Errorf("open ledger store %s: %w", dir, err)
 	}
@@ -111,7 +124,11 @@ func checkBadgerDir(dir string, readOnly bool) error {
 		return nil
 	}
 	if _, err := os.Stat(filepath.Join(dir, "MANIFEST")); err != nil {
-		return fmt.Errorf("open ledger store %s: %w (no MANIFEST)", dir, ErrNotLedger)
+		return fmt.Errorf("open ledger store %s: %w (no Badger MANIFEST)", dir, ErrNotLedger)
+	}
+	// Badger creates a value log when it finds none, even read-only.
+	if vlogs, _ := filepath.Glob(filepath.Join(dir, "*.vlog")); len(vlogs) == 0 && readOnly {
+		return fmt.Errorf("open ledger store %s: %w (no Badger value log)", dir, ErrNotLedger)
 	}
 	return nil
 }

@@ -132,10 +132,6 @@ func ledgerStoreDir(data string) (string, error) {
 	if _, err := os.Stat(filepath.Join(dir, "MANIFEST")); err != nil {
 		return "", failf("%s is not an osmose ledger directory (no Badger MANIFEST)", dir)
 	}
-	// Badger creates a value log when it finds none, even read-only.
-	if vlogs, _ := filepath.Glob(filepath.Join(dir, "*.vlog")); len(vlogs) == 0 {
-		return "", failf("%s is not an osmose ledger directory (no Badger value log)", dir)
-	}
 	return dir, nil
 }
 
@@ -187,9 +183,9 @@ func openBadgerReadOnly(dir string) (s *ledger.BadgerStore, err error) {
 	switch {
 	case err == nil:
 		return s, nil
-	case strings.Contains(err.Error(), "in use by another process"):
+	case errors.Is(err, ledger.ErrStoreLocked):
 		return nil, failf("%s is in use by another process (a running kernel holds the ledger; stop it, or ask the kernel)", dir)
-	case strings.Contains(err.Error(), "truncate required"), strings.Contains(err.Error(), "not properly closed"):
+	case errors.Is(err, ledger.ErrNeedsRecovery):
 		return nil, failf("%s needs recovery, which read-only commands never do: it was not closed cleanly (let the kernel reopen it) or a file is damaged", dir)
 	default:
 		msg := strings.TrimPrefix(firstLine(err.Error()), "open ledger store")

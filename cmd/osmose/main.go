@@ -41,6 +41,7 @@ type env struct {
 // (ledger.go for "ledger ...", and so on).
 var commands = map[string]command{
 	// One line per command, kept in alphabetical order.
+	"bench kernel":      {summary: "measure gated, ledgered calls against a raw go-capnp echo server", run: runBenchKernel},
 	"bench ledger":      {summary: "measure ledger append rate, durability latency and proofs against raw Badger", run: runBenchLedger},
 	"ledger checkpoint": {summary: "print the newest signed checkpoint of a ledger", run: runLedgerCheckpoint},
 	"ledger export":     {summary: "write a ledger as a CAR file for standard IPLD tools", run: runLedgerExport},
@@ -48,6 +49,7 @@ var commands = map[string]command{
 	"ledger show":       {summary: "print one ledger entry by seq or CID", run: runLedgerShow},
 	"ledger tail":       {summary: "print the last ledger entries; -f follows", run: runLedgerTail},
 	"ledger verify":     {summary: "check every envelope, body, tree hash and checkpoint of a ledger", run: runLedgerVerify},
+	"serve":             {summary: "run the kernel: Cap'n Proto RPC on Unix and TCP sockets, the ledger, the policy", run: runServe},
 }
 
 func main() {

@@ -1,0 +1,193 @@
+package main
+
+// osmose serve: run the kernel on a data directory.
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"capnproto.org/go/capnp/v3"
+
+	"github.com/osmose-os/osmose/caps"
+	"github.com/osmose-os/osmose/internal/topology"
+	"github.com/osmose-os/osmose/kernel"
+	"github.com/osmose-os/osmose/kernel/kerneltest"
+	"github.com/osmose-os/osmose/ledger"
+)
+
+const serveDoc = `
+Serve runs the kernel: Cap'n Proto RPC on every --listen address (a Unix
+socket path, "unix:PATH", or "tcp:HOST:PORT" / "HOST:PORT"), the ledger in
+DIR/ledger (created on first start), the kernel's signing key in
+DIR/kernel.key (created on first start, mode 0600; its verifier key is
+printed), the building from --topology and the Cedar policy from --policy.
+
+Drivers: --drivers fake (the only backend so far) serves every device of
+the topology with an in-memory fake from kernel/kerneltest.
+
+It stops on SIGINT or SIGTERM: connections end, the ledger is closed with a
+final checkpoint.`
+
+// listenFlag collects repeated --listen and --policy flags.
+type listFlag []string
+
+func (l *listFlag) String() string     { return strings.Join(*l, ",") }
+func (l *listFlag) Set(s string) error { *l = append(*l, s); return nil }
+
+func runServe(ctx context.Context, e *env, args []string) error {
+	fs := newFlags(e, "serve", "serve --data DIR --listen ADDR [--listen ADDR] --topology FILE [--policy FILE] [flags]")
+	data := fs.String("data", "", "data `DIR`: ledger/ and kernel.key")
+	var listens, policies listFlag
+	fs.Var(&listens, "listen", "`ADDR` to serve: a Unix socket path, unix:PATH, tcp:HOST:PORT or HOST:PORT (repeatable)")
+	topo := fs.String("topology", "", "topology `FILE` (YAML)")
+	fs.Var(&policies, "policy", "Cedar policy `FILE` (repeatable)")
+	origin := fs.String("origin", "osmose", "ledger origin and kernel id, for a new ledger")
+	drivers := fs.String("drivers", "fake", "driver backend: fake")
+	maxMsg := fs.Uint64("max-message", 1<<20, "largest Cap'n Proto message accepted, in bytes")
+	maxInFlight := fs.Int("max-inflight", 256, "calls in flight per connection before \"overloaded\"")
+	fs.Usage = func() {
+		fmt.Fprintf(e.stderr, "usage: osmose serve --data DIR --listen ADDR --topology FILE --policy FILE\n\n%s\n\nFlags:\n", strings.TrimSpace(serveDoc))
+		fs.PrintDefaults()
+	}
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	switch {
+	case fs.NArg() > 0:
+		return usagef("unexpected argument %q", fs.Arg(0))
+	case *data == "":
+		return usagef("--data DIR is required")
+	case len(listens) == 0:
+		return usagef("at least one --listen ADDR is required")
+	case *topo == "":
+		return usagef("--topology FILE is required")
+	case *drivers != "fake":
+		return usagef("--drivers %q: the only backend is fake", *drivers)
+	}
+	top, err := topology.Load(*topo)
+	if err != nil {
+		return failf("%v", err)
+	}
+	var pf []caps.PolicyFile
+	for _, p := range policies {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return failf("policy: %v", err)
+		}
+		pf = append(pf, caps.PolicyFile{Name: p, Text: string(b)})
+	}
+	if err := os.MkdirAll(*data, 0o755); err != nil {
+		return failf("data directory: %v", err)
+	}
+	key, err := loadOrCreateKey(filepath.Join(*data, "kernel.key"))
+	if err != nil {
+		return failf("%v", err)
+	}
+	store, err := ledger.OpenBadger(filepath.Join(*data, "ledger"), ledger.BadgerOptions{})
+	if err != nil {
+		return failf("open ledger: %v", err)
+	}
+	defer store.Close()
+	logger := slog.New(slog.NewTextHandler(e.stderr, nil))
+	led, err := ledger.Open(ctx, store, ledger.Options{Key: key, Origin: *origin, GenesisTime: time.Now().UnixNano(), Logger: logger})
+	if err != nil {
+		return failf("open ledger: %v", err)
+	}
+	defer led.Close()
+
+	var drv map[string]capnp.Client
+	if *drivers == "fake" {
+		drv = kerneltest.NewFakes(top, time.Now).Drivers()
+	}
+	k, err := kernel.New(kernel.Config{
+		Ledger: led, Topology: top, Policy: pf, Drivers: drv,
+		Now: time.Now, Rand: rand.Reader, Logger: logger,
+		MaxMessageSize: *maxMsg, MaxInFlight: *maxInFlight,
+	})
+	if err != nil {
+		for _, c := range drv {
+			c.Release()
+		}
+		return failf("%v", err)
+	}
+	defer k.Close()
+
+	var ls []net.Listener
+	for _, a := range listens {
+		network, addr := listenAddr(a)
+		if network == "unix" {
+			os.Remove(addr) // a stale socket of a previous run
+		}
+		l, err := net.Listen(network, addr)
+		if err != nil {
+			for _, l := range ls {
+				l.Close()
+			}
+			return failf("listen %s: %v", a, err)
+		}
+		ls = append(ls, l)
+	}
+	fmt.Fprintf(e.stderr, "osmose kernel %q: %d places, %d devices, %d principals; ledger %s at size %d; verifier %s\n",
+		k.ID(), len(top.Places), len(top.Devices), len(top.Principals), filepath.Join(*data, "ledger"), led.Size(), led.Meta().Verifier)
+	errs := make(chan error, len(ls))
+	for _, l := range ls {
+		fmt.Fprintf(e.stderr, "serving on %s:%s\n", l.Addr().Network(), l.Addr())
+		go func() { errs <- k.Serve(ctx, l) }()
+	}
+	var first error
+	for range ls {
+		if err := <-errs; err != nil && first == nil {
+			first = err
+		}
+	}
+	if first != nil {
+		return failf("serve: %v", first)
+	}
+	return nil
+}
+
+// listenAddr splits a --listen value into network and address.
+func listenAddr(a string) (network, addr string) {
+	switch {
+	case strings.HasPrefix(a, "unix:"):
+		return "unix", strings.TrimPrefix(a, "unix:")
+	case strings.HasPrefix(a, "tcp:"):
+		return "tcp", strings.TrimPrefix(a, "tcp:")
+	case strings.Contains(a, "/"):
+		return "unix", a
+	default:
+		return "tcp", a
+	}
+}
+
+// loadOrCreateKey reads the kernel's ed25519 seed, creating it on first use.
+func loadOrCreateKey(path string) (ed25519.PrivateKey, error) {
+	b, err := os.ReadFile(path)
+	switch {
+	case err == nil:
+		if len(b) != ed25519.SeedSize {
+			return nil, fmt.Errorf("%s: %d bytes, want a %d-byte ed25519 seed", path, len(b), ed25519.SeedSize)
+		}
+		return ed25519.NewKeyFromSeed(b), nil
+	case errors.Is(err, os.ErrNotExist):
+		seed := make([]byte, ed25519.SeedSize)
+		if _, err := rand.Read(seed); err != nil {
+			return nil, err
+		}
+		if err := os.WriteFile(path, seed, 0o600); err != nil {
+			return nil, fmt.Errorf("write kernel key: %w", err)
+		}
+		return ed25519.NewKeyFromSeed(seed), nil
+	default:
+		return nil, fmt.Errorf("read kernel key: %w", err)
+	}
+}

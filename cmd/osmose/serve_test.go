@@ -1,0 +1,98 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sync"
+	"testing"
+
+	"github.com/osmose-os/osmose/kernel/kerneltest"
+	"github.com/osmose-os/osmose/schema"
+)
+
+// serveLog is a log buffer safe for a writer and a reader.
+type serveLog struct {
+	mu   sync.Mutex
+	b    bytes.Buffer
+	wrot chan struct{}
+}
+
+func (s *serveLog) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n, err := s.b.Write(p)
+	select {
+	case s.wrot <- struct{}{}:
+	default:
+	}
+	return n, err
+}
+
+func (s *serveLog) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func TestServe(t *testing.T) {
+	dir := t.TempDir()
+	top := kerneltest.Building("serve", 1)
+	var tb bytes.Buffer
+	if err := top.Write(&tb); err != nil {
+		t.Fatal(err)
+	}
+	topo, policy, data := filepath.Join(dir, "b.yaml"), filepath.Join(dir, "p.cedar"), filepath.Join(dir, "data")
+	os.WriteFile(topo, tb.Bytes(), 0o644)
+	os.WriteFile(policy, []byte(kerneltest.Policy), 0o644)
+	sock := filepath.Join(dir, "k.sock")
+
+	ctx, cancel := context.WithCancel(context.Background())
+	stderr := &serveLog{wrot: make(chan struct{}, 1)}
+	code := make(chan int, 1)
+	go func() {
+		code <- runMain(ctx, &env{stdout: &bytes.Buffer{}, stderr: stderr},
+			[]string{"serve", "--data", data, "--listen", sock, "--listen", "tcp:127.0.0.1:0", "--topology", topo, "--policy", policy, "--origin", "osmose/serve-test"})
+	}()
+	tcp := regexp.MustCompile(`serving on tcp:(\S+)`)
+	for tcp.FindStringSubmatch(stderr.String()) == nil {
+		select {
+		case <-stderr.wrot:
+		case c := <-code:
+			t.Fatalf("serve exited %d: %s", c, stderr.String())
+		}
+	}
+	addr := tcp.FindStringSubmatch(stderr.String())[1]
+	for _, target := range []struct{ network, addr string }{{"unix", sock}, {"tcp", addr}} {
+		c, err := kerneltest.Dial(ctx, target.network, target.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		id := "cam/pem/f1/r1/light-1"
+		s, err := kerneltest.Login(ctx, c.Gateway, "osmose/serve-test", id, kerneltest.Key("serve", id))
+		if err != nil {
+			t.Fatalf("%s: %v", target.network, err)
+		}
+		cs, _, err := kerneltest.Open(ctx, s, "cam/pem/f1/r1/light-2")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := kerneltest.Call(ctx, schema.Light(cs[0]), 30); err != nil {
+			t.Fatal(err)
+		}
+		cs[0].Release()
+		s.Release()
+		c.Close()
+	}
+	cancel()
+	if c := <-code; c != 0 {
+		t.Fatalf("serve exited %d: %s", c, stderr.String())
+	}
+	// The ledger it leaves verifies.
+	var out bytes.Buffer
+	if c := runMain(context.Background(), &env{stdout: &out, stderr: &out}, []string{"ledger", "verify", "--data", data}); c != 0 {
+		t.Fatalf("ledger verify exited %d: %s", c, out.String())
+	}
+}
