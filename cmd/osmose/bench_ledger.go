@@ -89,14 +89,14 @@ type benchLedgerResult struct {
 }
 
 func runBenchLedger(ctx context.Context, e *env, args []string) error {
-	fs := newFlags(e, "bench ledger", "bench ledger [--entries N] [--appenders 64] [--window 32] [--dir DIR] [--json]")
+	fs := newFlags(e, "bench ledger", "bench ledger [--entries N] [--appenders 64] [--window 16] [--dir DIR] [--json]")
 	entries := fs.Int("entries", 2_000_000, "entries to append")
 	appenders := fs.Int("appenders", 64, "concurrent appending goroutines")
-	window := fs.Int("window", 32, "outstanding appends per appender")
+	window := fs.Int("window", 16, "outstanding appends per appender")
 	dir := fs.String("dir", "", "where to put the temporary stores (default: the system's temporary directory)")
 	asJSON := fs.Bool("json", false, "machine-readable output (JSON)")
 	fs.Usage = func() {
-		fmt.Fprintf(e.stderr, "usage: osmose bench ledger [--entries N] [--appenders 64] [--window 32] [--dir DIR] [--json]\n\n%s\n\nFlags:\n", strings.TrimSpace(benchLedgerDoc))
+		fmt.Fprintf(e.stderr, "usage: osmose bench ledger [--entries N] [--appenders 64] [--window 16] [--dir DIR] [--json]\n\n%s\n\nFlags:\n", strings.TrimSpace(benchLedgerDoc))
 		fs.PrintDefaults()
 	}
 	if err := parseFlags(fs, args); err != nil {
