@@ -1,0 +1,219 @@
+package kernel
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"capnproto.org/go/capnp/v3"
+	"capnproto.org/go/capnp/v3/rpc"
+	"capnproto.org/go/capnp/v3/rpc/transport"
+
+	"github.com/osmose-os/osmose/ledger"
+	"github.com/osmose-os/osmose/schema"
+)
+
+// codec frames Cap'n Proto messages on a stream with a bound on the size of
+// one incoming message, and remembers why decoding stopped.
+type codec struct {
+	dec *capnp.Decoder
+	enc *capnp.Encoder
+	nc  net.Conn
+
+	mu  sync.Mutex
+	err error // first decode error
+}
+
+func newCodec(nc net.Conn, max uint64) *codec {
+	dec := capnp.NewDecoder(nc)
+	dec.MaxMessageSize = max
+	return &codec{dec: dec, enc: capnp.NewEncoder(nc), nc: nc}
+}
+
+func (c *codec) Encode(m *capnp.Message) error { return c.enc.Encode(m) }
+
+func (c *codec) Decode() (*capnp.Message, error) {
+	m, err := c.dec.Decode()
+	if err != nil {
+		c.mu.Lock()
+		if c.err == nil {
+			c.err = err
+		}
+		c.mu.Unlock()
+	}
+	return m, err
+}
+
+func (c *codec) Close() error { return c.nc.Close() }
+
+// failure returns why the peer's byte stream was refused, or "" if it
+// ended cleanly (end of file, closed, reset).
+func (c *codec) failure() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	err := c.err
+	if err == nil || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, net.ErrClosed) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) {
+		return ""
+	}
+	return err.Error()
+}
+
+// conn is the kernel's state for one connection: its Cap'n Proto
+// connection, the bound on calls in flight, login nonces and sessions.
+type conn struct {
+	k      *Kernel
+	id     uint64
+	remote string
+	codec  *codec
+	rc     *rpc.Conn
+
+	inflight atomic.Int64
+
+	mu       sync.Mutex
+	nonces   map[string]nonce // by nonce bytes
+	sessions []*session
+	rpcErr   string // first error the rpc layer reported
+}
+
+type nonce struct {
+	principal string
+	expires   time.Time
+}
+
+func (k *Kernel) serveConn(ctx context.Context, nc net.Conn) {
+	k.mu.Lock()
+	k.nconn++
+	c := &conn{k: k, id: k.nconn, remote: nc.RemoteAddr().String(), nonces: map[string]nonce{}}
+	k.conns[c] = struct{}{}
+	k.mu.Unlock()
+	k.tel.conns.Add(ctx, 1)
+
+	c.codec = newCodec(nc, k.cfg.MaxMessageSize)
+	gw := schema.Gateway_ServerToClient(&gateway{c: c})
+	c.rc = rpc.NewConn(transport.New(c.codec), &rpc.Options{
+		BootstrapClient: capnp.Client(gw),
+		Logger:          rpcLogger{c},
+		// Network stays nil: go-capnp's three-party handoff panics.
+	})
+	select {
+	case <-c.rc.Done():
+	case <-ctx.Done():
+		c.rc.Close()
+		<-c.rc.Done()
+	}
+	c.end()
+	k.mu.Lock()
+	delete(k.conns, c)
+	k.mu.Unlock()
+	k.tel.conns.Add(context.Background(), -1)
+}
+
+func (c *conn) close() {
+	if c.rc != nil {
+		c.rc.Close()
+	}
+}
+
+// end ends the connection's sessions and records why the connection
+// ended when it was not a clean close.
+func (c *conn) end() {
+	_, reason := c.endReason()
+	c.mu.Lock()
+	sessions := c.sessions
+	c.sessions = nil
+	c.mu.Unlock()
+	for _, s := range sessions {
+		r := reason
+		if r == "" {
+			r = "connection closed"
+		}
+		s.end(r, "disconnect")
+	}
+	if len(sessions) == 0 && reason != "" {
+		// A connection that never logged in but broke the protocol is
+		// evidence too; its actor is its address.
+		k := c.k
+		k.seq.mu.Lock()
+		p, err := k.led.Append(context.Background(), ledger.Entry{
+			Kind: "disconnect", Actor: "conn:" + c.remote, Reason: truncate(reason), Time: k.now().UnixNano(),
+		})
+		k.seq.mu.Unlock()
+		if err == nil {
+			_ = p // durable with the next batch; nobody waits for it
+		}
+	}
+}
+
+// endReason says whether the connection is ending and why: down is set
+// once its byte stream ended or the rpc layer aborted it; reason is empty
+// for a clean close.
+func (c *conn) endReason() (down bool, reason string) {
+	c.codec.mu.Lock()
+	down = c.codec.err != nil
+	c.codec.mu.Unlock()
+	if f := c.codec.failure(); f != "" {
+		return true, "invalid: frame: " + f
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.rpcErr != "" {
+		return true, c.rpcErr
+	}
+	return down, ""
+}
+
+// enter admits one more call in flight on the connection, or refuses when
+// MaxInFlight are already running.
+func (c *conn) enter() bool {
+	if c.inflight.Add(1) > int64(c.k.cfg.MaxInFlight) {
+		c.inflight.Add(-1)
+		c.k.tel.overloaded.Add(context.Background(), 1)
+		return false
+	}
+	return true
+}
+
+func (c *conn) leave() { c.inflight.Add(-1) }
+
+func overloaded(op string) error {
+	return toException(&Error{Op: op, Kind: Overloaded, Cause: ErrTooMany})
+}
+
+// rpcLogger receives the rpc layer's reports for one connection: the first
+// error names why a connection was aborted (an unknown capability, a
+// malformed message).
+type rpcLogger struct{ c *conn }
+
+func (l rpcLogger) Debug(string, ...any) {}
+func (l rpcLogger) Info(string, ...any)  {}
+func (l rpcLogger) Warn(string, ...any)  {}
+func (l rpcLogger) Error(msg string, args ...any) {
+	// Clean ends are reported too; they are not failures.
+	if strings.Contains(msg, "EOF") || strings.Contains(msg, "closed") || strings.Contains(msg, "connection reset") {
+		return
+	}
+	l.c.mu.Lock()
+	if l.c.rpcErr == "" {
+		l.c.rpcErr = "invalid: rpc: " + msg
+	}
+	l.c.mu.Unlock()
+	l.c.k.log.Debug("rpc error", "conn", l.c.remote, "err", msg)
+}
+
+// truncate bounds a reason recorded on the ledger.
+func truncate(s string) string {
+	const max = 512
+	if len(s) > max {
+		return s[:max]
+	}
+	return s
+}
+
+func (k *Kernel) now() time.Time { return k.cfg.Now() }

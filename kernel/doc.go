@@ -1,0 +1,118 @@
+// Package kernel is osmose's syscall gateway: the only way a device program
+// touches the world. It serves Cap'n Proto RPC (schema/*.capnp) on Unix and
+// TCP sockets, logs principals in, hands out capabilities that are all
+// kernel gates, and records every login, grant and call on the ledger
+// before it answers.
+//
+// Who calls it: cmd/osmose (`osmose serve`) builds a Config (ledger,
+// topology, policy, drivers, clock, randomness) and calls New and Serve;
+// tests and benchmarks do the same with kerneltest's fake drivers. The
+// kernel imports schema, caps and ledger, never a concrete driver: drivers
+// arrive as capnp clients in Config.Drivers.
+//
+// # Lifecycle of a connection
+//
+//  1. Accept. Each connection gets its own codec (a capnp Decoder with
+//     Config.MaxMessageSize; a larger or malformed frame ends only this
+//     connection, and a "disconnect" entry records why) and its own
+//     rpc.Conn whose bootstrap capability is a Gateway. rpc.Options.Network
+//     is never set.
+//  2. Login. Gateway.challenge returns a 32-byte nonce from Config.Rand,
+//     single-use, bound to the principal and the connection, valid for
+//     Config.NonceTTL, at most Config.MaxChallenges outstanding.
+//     Gateway.login checks the ed25519 signature over schema.LoginMessage
+//     against the topology's key. Every attempt is a "login" entry (admit,
+//     or deny with the precise reason, while the caller only hears
+//     "permission: login: login failed"); the Session is returned once the
+//     entry is durable. Authority is bound here: the session holds the
+//     principal, and never looks it up again.
+//  3. Open. Session.open(path, classes, caveats) resolves the path in the
+//     topology (a device, or every device at or under a place), and for
+//     each device either reuses a live grant the principal holds, asks the
+//     caps table for a root grant (caps.Table.Open: the Cedar policy
+//     decides methods and caveats), or, when caveats are given on a held
+//     grant, attenuates it (caps.Table.Delegate to oneself). Each decision
+//     is a "grant" or "delegate" entry whose result body is the canonical
+//     capnp bytes of the schema Grant; refusals are entries too. The
+//     caller gets one gate per device, after the entries are durable.
+//  4. Call. See "The data path of one call" below.
+//  5. Revoke, release, delegate. Session.revoke / release / delegate run
+//     through the same sequencer as admissions (caps.Table.Revoke, Release,
+//     Delegate), are "revoke" / "release" / "delegate" entries (a revoke's
+//     params body lists every grant it ended), and cut the derived gates of
+//     every ended grant (their wrapped capability is released, so a driver
+//     drops the subscription).
+//  6. End. When the program releases its Session, or the connection ends
+//     (closed, crashed, garbage, forged capability), the session ends: a
+//     "logout" or "disconnect" entry with the reason, and every gate of the
+//     session refuses calls with "revoked: session ended". Grants stay; a
+//     new session of the same principal can open them again. Nothing else
+//     is affected: each connection has its own goroutines and state.
+//
+// # The data path of one call
+//
+// Every capability the kernel hands out is a gate: one generic
+// kernel-hosted server.Server (gate.go) for every interface, branded so the
+// kernel recognises its own gates. A call on a gate:
+//
+//  1. counts against its connection's MaxInFlight; beyond it the caller
+//     gets an exception of type overloaded ("overloaded: ...") and nothing
+//     is recorded (the bound protects the ledger too);
+//  2. canonicalises the params struct (capnp.Canonicalize), the call's
+//     params body;
+//  3. enters the sequencer (one mutex, sequencer.go): the caps table admits
+//     or denies (caps.Table.Admit: grant live, method in its set, caveats,
+//     with numeric arguments extracted per method for range caveats); the
+//     "call" entry is appended (Decision admit or deny, Reason on deny),
+//     which fixes its seq; an admitted call is sent to the driver
+//     (Client.SendCall, which only queues) with its params copied and every
+//     capability inside them wrapped in a gate of the opposite direction.
+//     Because all three happen in one critical section, ledger order is
+//     admission order is revocation order, no call is admitted after its
+//     grant's revocation, and each driver receives its calls in admission
+//     order (a server.Server runs calls in arrival order);
+//  4. calls call.Go(), so later calls on the same gate may start: they are
+//     already ordered;
+//  5. a denied call waits until its entry is durable and fails with the
+//     reason ("permission: setLevel: ..."); an admitted one waits for the
+//     driver's answer, appends a "return" entry (Ref = the call's seq,
+//     result body = canonical bytes of the results, or Reason = the
+//     driver's error), copies the results to the caller wrapping every
+//     capability in a gate of the same direction, waits until the return
+//     entry is durable (group commit: many calls share one fsync), and
+//     answers;
+//  6. ends its OpenTelemetry span (principal, grant, device, interface,
+//     method, decision, reason) and records the osmose.kernel.calls counter
+//     and the osmose.kernel.call.duration histogram.
+//
+// Gates have a direction. Outward gates are called by the program and
+// forward to the driver or to what the driver returned (a Subscription).
+// Inward gates are called by the driver and forward to what the program
+// passed in (a ReadingListener, a SwitchListener, an AudioSink): so a
+// sensor's callbacks are admitted, ledgered (actor = the device) and
+// answered the same way. Derived gates (those found in params and results)
+// admit while their grant is live and their session has not ended. A gate
+// of this session that crosses back through the membrane is unwrapped to
+// the capability it wraps, so nothing is double-wrapped and nothing
+// bypasses the kernel.
+//
+// Unknown methods on a device gate are refused with "unimplemented" and a
+// deny entry. Calls on a capability id the program was never given, or has
+// released, are refused by the rpc layer, which aborts that connection;
+// its "disconnect" entry records the reason.
+//
+// # Errors
+//
+// One error type, *Error (op, kind, cause), is mapped to a capnp exception
+// in one place (toException): its text "kind: op: cause" starts with one of
+// the kinds of the schema's error section, and Overloaded has exception
+// type overloaded.
+//
+// # Reference ownership
+//
+// Config.Drivers' clients belong to the kernel from New until Close. Each
+// gate owns one reference to what it wraps and releases it when its last
+// client is released (Shutdown) or its grant ends (cut). Open's results
+// carry gates the caller owns. Every answer from a driver is released once
+// its results have been copied.
+package kernel

@@ -1,0 +1,371 @@
+package kernel
+
+import (
+	"context"
+	"fmt"
+	"sync"
+
+	"capnproto.org/go/capnp/v3"
+	"capnproto.org/go/capnp/v3/server"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/osmose-os/osmose/caps"
+	"github.com/osmose-os/osmose/ledger"
+)
+
+// gateDir says which side calls through a gate.
+type gateDir uint8
+
+const (
+	// outward: the program calls; the gate forwards to the driver (or to a
+	// capability the driver returned).
+	outward gateDir = iota
+	// inward: the driver calls; the gate forwards to a capability the
+	// program passed in (a listener, a sink).
+	inward
+)
+
+func (d gateDir) flip() gateDir { return 1 - d }
+
+// gate is the kernel-hosted membrane around one capability. Every call on
+// it is admitted or denied by the sequencer, recorded on the ledger, and
+// forwarded to inner only when admitted; its answer goes back once the
+// call's return entry is durable. Capabilities in params and results are
+// wrapped in gates of the same grant and session.
+//
+// A device gate (derived false) enforces its grant through the caps table.
+// A derived gate wraps a capability found in params or results (a
+// Subscription, a ReadingListener, an AudioSink); it admits while its grant
+// is live and its session has not ended.
+type gate struct {
+	k       *Kernel
+	s       *session
+	grant   caps.GrantID
+	device  string
+	f       *iface // the device interface; nil for derived gates
+	dir     gateDir
+	derived bool
+	actor   string // who calls through the gate, for the ledger
+
+	mu    sync.Mutex
+	inner capnp.Client // owned; zero once released or cut
+}
+
+// gateRegistry finds the derived gates of a grant, to cut them when the
+// grant ends. Lock order: sequencer.mu, then gateRegistry.mu, then gate.mu.
+type gateRegistry struct {
+	mu      sync.Mutex
+	byGrant map[caps.GrantID]map[*gate]struct{}
+}
+
+// newGate returns a client of a new gate around inner, whose reference it
+// steals. The caller owns the returned client.
+func (k *Kernel) newGate(s *session, grant caps.GrantID, device string, f *iface, dir gateDir, inner capnp.Client, derived bool) capnp.Client {
+	g := &gate{k: k, s: s, grant: grant, device: device, f: f, dir: dir, derived: derived, inner: inner, actor: s.p.ID}
+	if dir == inward {
+		g.actor = device
+	}
+	var methods []server.Method
+	if !derived {
+		methods = make([]server.Method, len(f.methods))
+		for i, m := range f.methods {
+			methods[i] = server.Method{Method: m, Impl: func(ctx context.Context, call *server.Call) error {
+				return g.call(ctx, m, call)
+			}}
+		}
+	}
+	srv := server.New(methods, g, g)
+	srv.HandleUnknownMethod = func(m capnp.Method) *server.Method {
+		m.InterfaceName, m.MethodName = k.cat.methodName(m)
+		if !derived {
+			return &server.Method{Method: m, Impl: func(ctx context.Context, call *server.Call) error {
+				return g.unknown(ctx, m)
+			}}
+		}
+		return &server.Method{Method: m, Impl: func(ctx context.Context, call *server.Call) error {
+			return g.call(ctx, m, call)
+		}}
+	}
+	if derived {
+		k.gates.mu.Lock()
+		set := k.gates.byGrant[grant]
+		if set == nil {
+			set = map[*gate]struct{}{}
+			k.gates.byGrant[grant] = set
+		}
+		set[g] = struct{}{}
+		k.gates.mu.Unlock()
+	}
+	return capnp.NewClient(srv)
+}
+
+// Shutdown runs when the last reference to the gate is gone.
+func (g *gate) Shutdown() {
+	g.cut()
+	if g.derived {
+		g.k.gates.mu.Lock()
+		if set := g.k.gates.byGrant[g.grant]; set != nil {
+			delete(set, g)
+			if len(set) == 0 {
+				delete(g.k.gates.byGrant, g.grant)
+			}
+		}
+		g.k.gates.mu.Unlock()
+	}
+}
+
+// cut releases the gate's capability: no call goes through it any more.
+func (g *gate) cut() {
+	g.mu.Lock()
+	inner := g.inner
+	g.inner = capnp.Client{}
+	g.mu.Unlock()
+	inner.Release()
+}
+
+// cut ends the given grants: derived gates admit nothing more and release
+// what they wrap (so the driver drops subscriptions). Device gates are
+// refused by the caps table. The caller holds k.seq.mu.
+func (k *Kernel) cut(ids []caps.GrantID) {
+	var gs []*gate
+	k.gates.mu.Lock()
+	for _, id := range ids {
+		k.seq.dead[id] = true
+		for g := range k.gates.byGrant[id] {
+			gs = append(gs, g)
+		}
+	}
+	k.gates.mu.Unlock()
+	for _, g := range gs {
+		g.cut()
+	}
+}
+
+// wrap returns the capability c as the program or the driver on the other
+// side of dir may hold it: a gate of the same grant and session, or, for
+// one of this session's gates coming back through the membrane, the
+// capability it wraps. It steals c and returns an owned client.
+func (g *gate) wrap(c capnp.Client, dir gateDir) capnp.Client {
+	if !c.IsValid() {
+		return c
+	}
+	snap := c.Snapshot()
+	b := snap.Brand()
+	snap.Release()
+	if v, ok := server.IsServer(b); ok {
+		if og, ok := v.(*gate); ok && og.k == g.k {
+			if og.dir != dir && og.s == g.s {
+				og.mu.Lock()
+				inner := og.inner.AddRef()
+				og.mu.Unlock()
+				if inner.IsValid() {
+					c.Release()
+					return inner
+				}
+			}
+			return c // already a kernel gate: calls on it are gated
+		}
+	}
+	return g.k.newGate(g.s, g.grant, g.device, nil, dir, c, true)
+}
+
+// wrapTable wraps every capability of a message's table.
+func (g *gate) wrapTable(ct *capnp.CapTable, dir gateDir) {
+	for i := 0; i < ct.Len(); i++ {
+		ct.Set(capnp.CapabilityID(i), g.wrap(ct.At(i), dir))
+	}
+}
+
+// admission is the sequencer's answer to one call.
+type admission struct {
+	pend    *ledger.Pending // the call entry
+	err     error           // a refusal (*Error), or a failure to record
+	ans     *capnp.Answer   // the driver's answer when admitted
+	release capnp.ReleaseFunc
+}
+
+// admit decides a call, records it and, when admitted, forwards it, all in
+// one critical section of the sequencer: so the ledger order of call
+// entries is the admission order, no call is admitted after its grant's
+// revocation, and the calls on one driver are sent in admission order.
+func (k *Kernel) admit(ctx context.Context, g *gate, m capnp.Method, args capnp.Struct, params []byte, now int64) admission {
+	k.seq.mu.Lock()
+	defer k.seq.mu.Unlock()
+	var refusal *Error
+	switch {
+	case g.s.ended:
+		refusal = &Error{Op: m.MethodName, Kind: Revoked, Cause: ErrSessionEnded}
+	case k.seq.dead[g.grant]:
+		refusal = errorf(Revoked, m.MethodName, "%s has ended", g.grant)
+	case g.derived:
+	default:
+		var cargs []caps.Arg
+		if fn := g.f.args[m.MethodID]; fn != nil && args.IsValid() {
+			cargs = fn(args)
+		}
+		if d := k.seq.table.Admit(caps.Call{Grant: g.grant, Method: m.MethodID, Args: cargs, Now: k.unix(now)}); !d.OK() {
+			refusal = capsError(m.MethodName, d)
+		}
+	}
+	var target capnp.Client
+	if refusal == nil {
+		g.mu.Lock()
+		target = g.inner.AddRef()
+		g.mu.Unlock()
+		if !target.IsValid() {
+			refusal = &Error{Op: m.MethodName, Kind: Revoked, Cause: ErrGateReleased}
+		}
+	}
+	e := ledger.Entry{
+		Kind: ledger.KindCall, Actor: g.actor, Grant: uint64(g.grant), Device: g.device,
+		Interface: m.InterfaceID, Method: m.MethodID, Decision: ledger.DecisionAdmit, Time: now, Params: params,
+	}
+	if refusal != nil {
+		e.Decision, e.Reason = ledger.DecisionDeny, truncate(refusal.Error())
+	}
+	p, err := k.led.Append(ctx, e)
+	if err != nil {
+		target.Release()
+		return admission{err: &Error{Op: m.MethodName, Kind: Failed, Cause: fmt.Errorf("record call: %w", err)}}
+	}
+	if refusal != nil {
+		return admission{pend: p, err: refusal}
+	}
+	send := capnp.Send{Method: m}
+	if args.IsValid() {
+		send.ArgsSize = args.Size()
+		send.PlaceArgs = func(s capnp.Struct) error {
+			if err := s.CopyFrom(args); err != nil {
+				return err
+			}
+			g.wrapTable(s.Message().CapTable(), g.dir.flip())
+			return nil
+		}
+	}
+	ans, rel := target.SendCall(ctx, send)
+	target.Release()
+	return admission{pend: p, ans: ans, release: rel}
+}
+
+// call is the gate's handler for every method.
+func (g *gate) call(ctx context.Context, m capnp.Method, call *server.Call) error {
+	k := g.k
+	if g.dir == outward {
+		if !g.s.c.enter() {
+			return overloaded(m.MethodName)
+		}
+		defer g.s.c.leave()
+	}
+	start := k.now().UnixNano()
+	ctx, span := k.tel.tracer.Start(ctx, "gate", trace.WithSpanKind(trace.SpanKindServer))
+	defer span.End()
+
+	args := call.Args()
+	var params []byte
+	if args.IsValid() {
+		var err error
+		if params, err = capnp.Canonicalize(args); err != nil {
+			call.Go()
+			return toException(&Error{Op: m.MethodName, Kind: Invalid, Cause: err})
+		}
+	}
+	adm := k.admit(ctx, g, m, args, params, start)
+	// Admission fixed the order; later calls on this gate may start.
+	call.Go()
+	if adm.err != nil {
+		if adm.pend != nil {
+			if err := adm.pend.Wait(ctx); err != nil {
+				return toException(&Error{Op: m.MethodName, Kind: Failed, Cause: fmt.Errorf("record call: %w", err)})
+			}
+		}
+		k.tel.done(ctx, span, g, m, false, adm.err.Error(), start, k.now().UnixNano())
+		return toException(adm.err)
+	}
+	defer adm.release()
+
+	var res capnp.Struct
+	var cerr error
+	select {
+	case <-adm.ans.Done():
+		res, cerr = adm.ans.Struct()
+	case <-ctx.Done():
+		cerr = ctx.Err()
+	}
+	ret := ledger.Entry{
+		Kind: "return", Actor: g.actor, Grant: uint64(g.grant), Device: g.device,
+		Interface: m.InterfaceID, Method: m.MethodID, Ref: adm.pend.Seq(), Time: k.now().UnixNano(),
+	}
+	if cerr != nil {
+		ret.Reason = truncate(cerr.Error())
+	} else if res.IsValid() {
+		if ret.Result, cerr = capnp.Canonicalize(res); cerr != nil {
+			ret.Reason = truncate(cerr.Error())
+		}
+	}
+	p, err := k.led.Append(ctx, ret)
+	if err != nil {
+		return toException(&Error{Op: m.MethodName, Kind: Failed, Cause: fmt.Errorf("record return: %w", err)})
+	}
+	if cerr == nil && res.IsValid() {
+		out, err := call.AllocResults(res.Size())
+		if err == nil {
+			err = out.CopyFrom(res)
+		}
+		if err != nil {
+			cerr = err
+		} else {
+			g.wrapTable(out.Message().CapTable(), g.dir)
+		}
+	}
+	if err := p.Wait(ctx); err != nil {
+		return toException(&Error{Op: m.MethodName, Kind: Failed, Cause: fmt.Errorf("record return: %w", err)})
+	}
+	reason := ""
+	if cerr != nil {
+		reason = cerr.Error()
+	}
+	k.tel.done(ctx, span, g, m, true, reason, start, k.now().UnixNano())
+	return cerr
+}
+
+// unknown refuses, and records, a call of a method the gate's interface
+// does not have.
+func (g *gate) unknown(ctx context.Context, m capnp.Method) error {
+	k := g.k
+	reason := fmt.Sprintf("unimplemented: %s has no method %s (interface %#x, method %d)", g.f.name, m.MethodName, m.InterfaceID, m.MethodID)
+	now := k.now().UnixNano()
+	k.seq.mu.Lock()
+	p, err := k.led.Append(ctx, ledger.Entry{
+		Kind: ledger.KindCall, Actor: g.actor, Grant: uint64(g.grant), Device: g.device,
+		Interface: m.InterfaceID, Method: m.MethodID, Decision: ledger.DecisionDeny, Reason: truncate(reason), Time: now,
+	})
+	k.seq.mu.Unlock()
+	if err == nil {
+		err = p.Wait(ctx)
+	}
+	if err != nil {
+		return toException(&Error{Op: m.MethodName, Kind: Failed, Cause: fmt.Errorf("record call: %w", err)})
+	}
+	return capnp.Unimplemented(reason)
+}
+
+// spanAttrs describes a finished call on its span.
+func spanAttrs(g *gate, m capnp.Method, admitted bool, reason string) []attribute.KeyValue {
+	d := "admit"
+	if !admitted {
+		d = "deny"
+	}
+	a := []attribute.KeyValue{
+		attribute.String("osmose.principal", g.s.p.ID),
+		attribute.String("osmose.grant", g.grant.String()),
+		attribute.String("osmose.device", g.device),
+		attribute.String("osmose.interface", m.InterfaceName),
+		attribute.String("osmose.method", m.MethodName),
+		attribute.String("osmose.decision", d),
+	}
+	if reason != "" {
+		a = append(a, attribute.String("osmose.reason", reason))
+	}
+	return a
+}

@@ -1,0 +1,240 @@
+package kernel_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+
+	"capnproto.org/go/capnp/v3"
+	rpccp "capnproto.org/go/capnp/v3/std/capnp/rpc"
+
+	"github.com/osmose-os/osmose/kernel/kerneltest"
+	"github.com/osmose-os/osmose/ledger"
+	"github.com/osmose-os/osmose/schema"
+)
+
+// TestMain reports capnp clients that were never released. Leak
+// reporting records a stack trace per client, so benchmarks run without it.
+func TestMain(m *testing.M) {
+	flag.Parse()
+	if f := flag.Lookup("test.bench"); f == nil || f.Value.String() == "" {
+		capnp.SetClientLeakFunc(func(msg string) { leaks.add(msg) })
+	}
+	code := m.Run()
+	runtime.GC()
+	runtime.GC()
+	leaks.mu.Lock()
+	var ours []string
+	for _, m := range leaks.msgs {
+		// go-capnp v3.1.0-alpha.2 keeps the snapshots of a return's
+		// capabilities when its connection shuts down while the return is
+		// being prepared; that one is upstream's, not the kernel's.
+		if !strings.Contains(m, "rpc.(*ansent).prepareSendReturn") {
+			ours = append(ours, m)
+		}
+	}
+	if len(ours) > 0 {
+		fmt.Fprintf(os.Stderr, "%d capnp clients leaked; first:\n%s\n", len(ours), ours[0])
+		code = 1
+	}
+	leaks.mu.Unlock()
+	os.Exit(code)
+}
+
+// rpcMessage builds one framed rpc message.
+func rpcMessage(t testing.TB, build func(rpccp.Message, *capnp.Segment) error) []byte {
+	t.Helper()
+	msg, seg := capnp.NewSingleSegmentMessage(nil)
+	m, err := rpccp.NewRootMessage(seg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := build(m, seg); err != nil {
+		t.Fatal(err)
+	}
+	b, err := msg.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// forgedCall is a call on capability id 42, which the kernel never
+// exported.
+func forgedCall(t testing.TB) []byte {
+	return rpcMessage(t, func(m rpccp.Message, seg *capnp.Segment) error {
+		call, err := m.NewCall()
+		if err != nil {
+			return err
+		}
+		call.SetQuestionId(1)
+		tgt, err := call.NewTarget()
+		if err != nil {
+			return err
+		}
+		tgt.SetImportedCap(42)
+		call.SetInterfaceId(schema.Light_TypeID)
+		call.SetMethodId(1)
+		p, err := call.NewParams()
+		if err != nil {
+			return err
+		}
+		st, err := capnp.NewStruct(seg, capnp.ObjectSize{DataSize: 8})
+		if err != nil {
+			return err
+		}
+		return p.SetContent(st.ToPtr())
+	})
+}
+
+func TestHostilePeers(t *testing.T) {
+	h := newHarness(t, 1)
+	oversized := make([]byte, 8)
+	binary.LittleEndian.PutUint32(oversized[4:], 1<<26) // one segment of 512 MiB
+	for _, tc := range []struct {
+		name   string
+		send   []byte
+		reason string // in the disconnect entry and the abort
+	}{
+		{"garbage", bytes.Repeat([]byte{0xff}, 64), "invalid: frame: "},
+		{"oversized", oversized, "invalid: frame: decode: message too large"},
+		{"forged capability", forgedCall(t), "unknown export ID"},
+		{"not a message", append([]byte{0, 0, 0, 0, 2, 0, 0, 0}, bytes.Repeat([]byte{0xee}, 16)...), "invalid: rpc: "},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			nc, err := net.Dial("unix", h.sock)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer nc.Close()
+			if _, err := nc.Write(tc.send); err != nil {
+				t.Fatal(err)
+			}
+			// The kernel answers with an abort naming the problem, then
+			// closes the connection.
+			msg, err := capnp.NewDecoder(nc).Decode()
+			if err != nil {
+				t.Fatalf("read abort: %v", err)
+			}
+			m, err := rpccp.ReadRootMessage(msg)
+			if err != nil || m.Which() != rpccp.Message_Which_abort {
+				t.Fatalf("got %v (%v), want an abort", m.Which(), err)
+			}
+			a, _ := m.Abort()
+			if r, _ := a.Reason(); !strings.Contains(r, strings.TrimPrefix(strings.TrimPrefix(tc.reason, "invalid: frame: "), "invalid: rpc: ")) {
+				t.Errorf("abort reason %q, want %q", r, tc.reason)
+			}
+			h.waitEntry(func(e *ledger.Envelope) bool {
+				return e.Kind == "disconnect" && strings.Contains(e.Reason, tc.reason)
+			})
+			// Everyone else is still served.
+			d := h.login("cam/pem/f1/r1/light-1")
+			c, _ := h.open(d, "cam/pem/f1/r1/light-2")
+			if err := setLevel(schema.Light(c), 1); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+func TestThousandConnections(t *testing.T) {
+	if testing.Short() {
+		t.Skip("1,000 connections")
+	}
+	const n = 1000
+	h := newHarness(t, (n+len(kerneltest.RoomDevices)-1)/len(kerneltest.RoomDevices))
+	var before runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	start := uint64(h.led.Size())
+
+	ctx := context.Background()
+	devices := h.top.Devices[:n]
+	var ready, done sync.WaitGroup
+	ready.Add(n)
+	done.Add(n)
+	release := make(chan struct{})
+	errs := make(chan error, n)
+	for _, d := range devices {
+		go func() {
+			defer done.Done()
+			err := func() error {
+				c, err := kerneltest.Dial(ctx, "unix", h.sock)
+				if err != nil {
+					ready.Done()
+					return err
+				}
+				defer c.Close()
+				s, err := kerneltest.Login(ctx, c.Gateway, h.k.ID(), d.Path, kerneltest.Key(seed, d.Path))
+				if err != nil {
+					ready.Done()
+					return fmt.Errorf("%s: %w", d.Path, err)
+				}
+				defer s.Release()
+				cs, _, err := kerneltest.Open(ctx, s, d.Place()+"/light-1")
+				if err != nil {
+					ready.Done()
+					return fmt.Errorf("%s: open: %w", d.Path, err)
+				}
+				defer cs[0].Release()
+				err = setLevel(schema.Light(cs[0]), 50)
+				ready.Done()
+				<-release // hold the connection while the others connect
+				return err
+			}()
+			if err != nil {
+				errs <- err
+			}
+		}()
+	}
+	ready.Wait()
+	var during runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&during)
+	conns := h.k.Conns()
+	close(release)
+	done.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if conns != n {
+		t.Errorf("kernel served %d connections at once, want %d", conns, n)
+	}
+	heap := int64(during.HeapInuse) - int64(before.HeapInuse)
+	t.Logf("%d connections: heap in use grew by %.1f MiB (%.1f KiB per connection, client side included); goroutines %d",
+		n, float64(heap)/(1<<20), float64(heap)/1024/n, runtime.NumGoroutine())
+
+	var logins, grants, calls, returns int
+	for _, r := range h.entries(start) {
+		switch r.Envelope.Kind {
+		case ledger.KindLogin:
+			logins++
+		case ledger.KindGrant:
+			grants++
+		case ledger.KindCall:
+			calls++
+		case "return":
+			returns++
+		}
+	}
+	if logins != n || grants != n || calls != n || returns != n {
+		t.Errorf("ledger: %d logins, %d grants, %d calls, %d returns; want %d each", logins, grants, calls, returns, n)
+	}
+	// Every session ends as its connection closes.
+	ended := 0
+	h.waitEntry(func(e *ledger.Envelope) bool {
+		if e.Seq >= start && (e.Kind == "disconnect" || e.Kind == "logout") {
+			ended++
+		}
+		return ended == n
+	})
+}

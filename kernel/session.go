@@ -1,0 +1,731 @@
+package kernel
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+	"time"
+
+	"capnproto.org/go/capnp/v3"
+	"capnproto.org/go/capnp/v3/server"
+
+	"github.com/osmose-os/osmose/caps"
+	"github.com/osmose-os/osmose/internal/topology"
+	"github.com/osmose-os/osmose/ledger"
+	"github.com/osmose-os/osmose/schema"
+)
+
+// session is the authority of one logged-in principal, bound at login.
+type session struct {
+	k       *Kernel
+	c       *conn
+	p       topology.Principal
+	holder  caps.Principal
+	canHold bool // false for auditors
+
+	ended bool // guarded by k.seq.mu
+}
+
+func newSessionServer(s *session) *server.Server {
+	return schema.Session_NewServer(s)
+}
+
+// Shutdown is called when the program drops its last reference to the
+// Session, or its connection goes down: the session ends ("logout", or
+// "disconnect" with the connection's failure).
+func (s *session) Shutdown() {
+	if down, reason := s.c.endReason(); down {
+		if reason == "" {
+			reason = "connection closed"
+		}
+		s.end(reason, "disconnect")
+		return
+	}
+	s.end("session released", "logout")
+}
+
+// end ends the session once: its gates stop admitting calls, and the end is
+// on the ledger.
+func (s *session) end(reason, kind string) {
+	k := s.k
+	k.seq.mu.Lock()
+	if s.ended {
+		k.seq.mu.Unlock()
+		return
+	}
+	s.ended = true
+	_, err := k.led.Append(context.Background(), ledger.Entry{
+		Kind: ledger.Kind(kind), Actor: s.p.ID, Reason: truncate(reason), Time: k.now().UnixNano(),
+	})
+	k.seq.mu.Unlock()
+	if err != nil {
+		k.log.Warn("record session end", "principal", s.p.ID, "err", err)
+	}
+	s.c.mu.Lock()
+	for i, o := range s.c.sessions {
+		if o == s {
+			s.c.sessions = append(s.c.sessions[:i], s.c.sessions[i+1:]...)
+			break
+		}
+	}
+	s.c.mu.Unlock()
+}
+
+func (s *session) enter(op string) error {
+	if !s.c.enter() {
+		return overloaded(op)
+	}
+	return nil
+}
+
+// WhoAmI returns the session's principal.
+func (s *session) WhoAmI(ctx context.Context, call schema.Session_whoAmI) error {
+	if err := s.enter("whoAmI"); err != nil {
+		return err
+	}
+	defer s.c.leave()
+	res, err := call.AllocResults()
+	if err != nil {
+		return err
+	}
+	p, err := res.NewPrincipal()
+	if err != nil {
+		return err
+	}
+	p.SetId(s.p.ID)
+	p.SetKind(s.p.Kind)
+	p.SetLabel(s.p.Label)
+	if s.p.Kind == schema.PrincipalKind_device {
+		p.SetPlace(topology.Parent(s.p.ID))
+	}
+	return nil
+}
+
+// List returns the live grants the principal holds.
+func (s *session) List(ctx context.Context, call schema.Session_list) error {
+	if err := s.enter("list"); err != nil {
+		return err
+	}
+	defer s.c.leave()
+	k := s.k
+	var gs []caps.Grant
+	k.seq.mu.Lock()
+	if s.canHold {
+		for g := range k.seq.table.Grants() {
+			if g.Holder == s.holder && !g.Revoked && !g.Released {
+				gs = append(gs, g)
+			}
+		}
+	}
+	seqs := make([]uint64, len(gs))
+	for i, g := range gs {
+		seqs[i] = k.seq.grantSeq[g.ID]
+	}
+	k.seq.mu.Unlock()
+	res, err := call.AllocResults()
+	if err != nil {
+		return err
+	}
+	l, err := res.NewGrants(int32(len(gs)))
+	if err != nil {
+		return err
+	}
+	for i, g := range gs {
+		if err := k.fillGrant(l.At(i), g, seqs[i]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// opened is one capability Session.open hands out.
+type opened struct {
+	grant caps.Grant
+	seq   uint64
+	gate  capnp.Client
+}
+
+// Open opens gates on the devices at or under a path that the principal
+// holds, or that the policy grants it now.
+func (s *session) Open(ctx context.Context, call schema.Session_open) error {
+	const op = "open"
+	if err := s.enter(op); err != nil {
+		return err
+	}
+	defer s.c.leave()
+	k := s.k
+	args := call.Args()
+	path, err := args.Path()
+	if err != nil {
+		return toException(&Error{Op: op, Kind: Invalid, Cause: err})
+	}
+	classes, err := args.Classes()
+	if err != nil {
+		return toException(&Error{Op: op, Kind: Invalid, Cause: err})
+	}
+	var cav caps.Caveats
+	var methods []string
+	hasCav := false
+	if args.HasCaveats() {
+		sc, err := args.Caveats()
+		if err != nil {
+			return toException(&Error{Op: op, Kind: Invalid, Cause: err})
+		}
+		if cav, methods, hasCav, err = capsCaveats(sc); err != nil {
+			return toException(&Error{Op: op, Kind: Invalid, Cause: err})
+		}
+	}
+	if !s.canHold {
+		return toException(errorf(Permission, op, "a %s holds no grants", s.p.Kind))
+	}
+	var devs []topology.Device
+	single := false
+	if d, ok := k.top.Device(path); ok {
+		devs, single = []topology.Device{d}, true
+	} else if _, ok := k.top.Place(path); ok {
+		devs = k.top.Under(path)
+	} else {
+		return toException(errorf(NotExist, op, "no device or place %q", path))
+	}
+	want := func(c schema.DeviceClass) bool {
+		if classes.Len() == 0 {
+			return true
+		}
+		for i := 0; i < classes.Len(); i++ {
+			if classes.At(i) == c {
+				return true
+			}
+		}
+		return false
+	}
+
+	now := k.now()
+	var out []opened
+	var last *ledger.Pending
+	var refusal error
+	k.seq.mu.Lock()
+	if s.ended {
+		k.seq.mu.Unlock()
+		return toException(&Error{Op: op, Kind: Revoked, Cause: ErrSessionEnded})
+	}
+	for _, d := range devs {
+		f := k.cat.byClass[d.Class]
+		if f == nil || !want(d.Class) {
+			if single {
+				refusal = errorf(NotExist, op, "%s: no capability of the requested classes", d.Path)
+			}
+			continue
+		}
+		drv, ok := k.cfg.Drivers[d.Path]
+		if !ok {
+			if single {
+				refusal = errorf(NotExist, op, "%s: device has no driver", d.Path)
+			}
+			continue
+		}
+		id := k.seq.held(s.holder, d.Path, f.id)
+		var dec caps.Decision
+		kind := ledger.KindGrant
+		switch {
+		case id != 0 && !hasCav:
+			dec = caps.Decision{Op: caps.OpOpen, Grant: id}
+			kind = ""
+		case id != 0:
+			dec = k.seq.table.Delegate(caps.Delegate{From: id, To: s.holder, Methods: methods, Caveats: cav, Now: now})
+			kind = ledger.KindDelegate
+		default:
+			dec = k.seq.table.Open(caps.Open{Holder: s.holder, Target: d.Path, Interface: f.id, Methods: methods, Caveats: cav, Now: now})
+		}
+		var g caps.Grant
+		if dec.OK() {
+			g, _ = k.seq.table.Grant(dec.Grant)
+		}
+		seq := k.seq.grantSeq[dec.Grant]
+		if kind != "" {
+			p, err := k.appendGrant(ctx, kind, s.p.ID, d.Path, f.id, dec, g, id, now)
+			if err != nil {
+				refusal = &Error{Op: op, Kind: Failed, Cause: err}
+				break
+			}
+			last, seq = p, p.Seq()
+			if dec.OK() {
+				k.seq.grantSeq[dec.Grant] = seq
+			}
+		}
+		if !dec.OK() {
+			if single {
+				refusal = capsError(op, dec)
+			}
+			continue
+		}
+		gt := k.newGate(s, g.ID, d.Path, f, outward, drv.AddRef(), false)
+		out = append(out, opened{grant: g, seq: seq, gate: gt})
+	}
+	k.seq.mu.Unlock()
+	if last != nil {
+		if err := last.Wait(ctx); err != nil && refusal == nil {
+			refusal = &Error{Op: op, Kind: Failed, Cause: fmt.Errorf("record grant: %w", err)}
+		}
+	}
+	if refusal != nil {
+		for _, o := range out {
+			o.gate.Release()
+		}
+		return toException(refusal)
+	}
+	res, err := call.AllocResults()
+	if err != nil {
+		for _, o := range out {
+			o.gate.Release()
+		}
+		return err
+	}
+	l, err := res.NewCaps(int32(len(out)))
+	if err != nil {
+		for _, o := range out {
+			o.gate.Release()
+		}
+		return err
+	}
+	for i, o := range out {
+		h := l.At(i)
+		if err := h.SetCap(o.gate); err != nil { // steals the reference
+			return err
+		}
+		g, err := h.NewGrant()
+		if err != nil {
+			return err
+		}
+		if err := k.fillGrant(g, o.grant, o.seq); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// appendGrant records a grant or delegation decision. The caller holds
+// k.seq.mu.
+func (k *Kernel) appendGrant(ctx context.Context, kind ledger.Kind, actor, target string, ifaceID uint64, dec caps.Decision, g caps.Grant, parent caps.GrantID, now time.Time) (*ledger.Pending, error) {
+	e := ledger.Entry{
+		Kind: kind, Actor: actor, Grant: uint64(dec.Grant), Device: target, Interface: ifaceID,
+		Decision: ledger.DecisionAdmit, Reason: truncate(dec.Reason), Ref: k.seq.grantSeq[parent], Time: now.UnixNano(),
+	}
+	if !dec.OK() {
+		e.Decision = ledger.DecisionDeny
+		e.Reason = truncate(capsError(string(kind), dec).Error())
+	} else {
+		body, err := k.grantBytes(g)
+		if err != nil {
+			return nil, err
+		}
+		e.Result = body
+	}
+	return k.led.Append(ctx, e)
+}
+
+// grantBytes is the canonical Cap'n Proto encoding of a grant, the body
+// of its ledger entry.
+func (k *Kernel) grantBytes(g caps.Grant) ([]byte, error) {
+	_, seg, err := capnp.NewMessage(capnp.SingleSegment(nil))
+	if err != nil {
+		return nil, err
+	}
+	sg, err := schema.NewRootGrant(seg)
+	if err != nil {
+		return nil, err
+	}
+	if err := k.fillGrant(sg, g, 0); err != nil {
+		return nil, err
+	}
+	return capnp.Canonicalize(capnp.Struct(sg))
+}
+
+// fillGrant writes a grant in its schema form.
+func (k *Kernel) fillGrant(sg schema.Grant, g caps.Grant, seq uint64) error {
+	f := k.cat.byID[g.Interface]
+	sg.SetId(g.ID.String())
+	sg.SetHolder(g.Holder.ID)
+	grantor := "policy"
+	if g.Parent != 0 {
+		sg.SetParent(g.Parent.String())
+		if pg, ok := k.seq.table.Grant(g.Parent); ok {
+			grantor = pg.Holder.ID
+		}
+	}
+	sg.SetGrantor(grantor)
+	sg.SetTarget(g.Target)
+	sg.SetInterfaceId(g.Interface)
+	if f != nil {
+		sg.SetInterfaceName(f.name)
+	}
+	ms, err := sg.NewMethods(int32(len(g.Methods)))
+	if err != nil {
+		return err
+	}
+	for i, m := range g.Methods {
+		ms.Set(i, m.Name)
+	}
+	c, err := sg.NewCaveats()
+	if err != nil {
+		return err
+	}
+	if err := schemaCaveats(c, g.Caveats); err != nil {
+		return err
+	}
+	sg.SetCaveatsSummary(g.Caveats.String())
+	if !g.Caveats.Expires.IsZero() {
+		sg.SetExpiresAt(g.Caveats.Expires.UnixNano())
+	}
+	sg.SetCreatedAt(g.Issued.UnixNano())
+	sg.SetSeq(seq)
+	return nil
+}
+
+// capsCaveats converts wire caveats; set reports whether any field is set.
+func capsCaveats(sc schema.Caveats) (c caps.Caveats, methods []string, set bool, err error) {
+	ml, err := sc.Methods()
+	if err != nil {
+		return c, nil, false, err
+	}
+	for i := 0; i < ml.Len(); i++ {
+		m, err := ml.At(i)
+		if err != nil {
+			return c, nil, false, err
+		}
+		methods = append(methods, m)
+	}
+	rl, err := sc.Ranges()
+	if err != nil {
+		return c, nil, false, err
+	}
+	for i := 0; i < rl.Len(); i++ {
+		r := rl.At(i)
+		field, err := r.Field()
+		if err != nil {
+			return c, nil, false, err
+		}
+		if field == "" {
+			return c, nil, false, errors.New("range without a field")
+		}
+		c.Ranges = append(c.Ranges, caps.Range{Arg: field, Min: r.Min(), Max: r.Max()})
+	}
+	if v := sc.ExpiresAt(); v != 0 {
+		c.Expires = time.Unix(0, v)
+	}
+	if sc.HasWindow() {
+		w, err := sc.Window()
+		if err != nil {
+			return c, nil, false, err
+		}
+		c.Window = caps.Window{Start: int(w.StartMinute()), End: int(w.EndMinute())}
+	}
+	if sc.HasRate() {
+		r, err := sc.Rate()
+		if err != nil {
+			return c, nil, false, err
+		}
+		c.Rate = caps.Rate{N: int(r.Calls()), Per: time.Duration(r.PeriodNs())}
+	}
+	if u := sc.MaxUses(); u > 0 {
+		if u > math.MaxInt32 {
+			u = math.MaxInt32
+		}
+		c.Uses = int(u)
+	}
+	if c.Place, err = sc.Place(); err != nil {
+		return c, nil, false, err
+	}
+	c.NoReshare = sc.NoReshare()
+	if sc.HasPresence() {
+		p, err := sc.Presence()
+		if err != nil {
+			return c, nil, false, err
+		}
+		person, _ := p.Person()
+		place, _ := p.Place()
+		if person != "" || place != "" {
+			c.Presence = []caps.Presence{{Person: person, Place: place}}
+		}
+	}
+	set = len(methods) > 0 || len(c.Ranges) > 0 || !c.Expires.IsZero() || c.Window.Set() || c.Rate.Set() ||
+		c.Uses > 0 || c.Place != "" || c.NoReshare || len(c.Presence) > 0
+	return c, methods, set, nil
+}
+
+// schemaCaveats writes caveats in their wire form.
+func schemaCaveats(sc schema.Caveats, c caps.Caveats) error {
+	if len(c.Ranges) > 0 {
+		rl, err := sc.NewRanges(int32(len(c.Ranges)))
+		if err != nil {
+			return err
+		}
+		for i, r := range c.Ranges {
+			rl.At(i).SetField(r.Arg)
+			rl.At(i).SetMin(r.Min)
+			rl.At(i).SetMax(r.Max)
+		}
+	}
+	if !c.Expires.IsZero() {
+		sc.SetExpiresAt(c.Expires.UnixNano())
+	}
+	if c.Window.Set() {
+		w, err := sc.NewWindow()
+		if err != nil {
+			return err
+		}
+		w.SetStartMinute(uint16(c.Window.Start))
+		w.SetEndMinute(uint16(c.Window.End))
+	}
+	if c.Rate.Set() {
+		r, err := sc.NewRate()
+		if err != nil {
+			return err
+		}
+		r.SetCalls(uint32(c.Rate.N))
+		r.SetPeriodNs(int64(c.Rate.Per))
+	}
+	if c.Uses > 0 {
+		sc.SetMaxUses(uint64(c.Uses))
+	}
+	if c.Place != "" {
+		sc.SetPlace(c.Place)
+	}
+	sc.SetNoReshare(c.NoReshare)
+	if len(c.Presence) > 0 {
+		p, err := sc.NewPresence()
+		if err != nil {
+			return err
+		}
+		p.SetPerson(c.Presence[0].Person)
+		p.SetPlace(c.Presence[0].Place)
+	}
+	return nil
+}
+
+// parseGrant parses a wire grant id ("g12").
+func parseGrant(op, s string) (caps.GrantID, error) {
+	n, err := strconv.ParseUint(strings.TrimPrefix(s, "g"), 10, 64)
+	if err != nil || n == 0 || !strings.HasPrefix(s, "g") {
+		return 0, errorf(NotExist, op, "no grant %q", s)
+	}
+	return caps.GrantID(n), nil
+}
+
+// Delegate gives another principal a grant derived from one this
+// principal holds.
+func (s *session) Delegate(ctx context.Context, call schema.Session_delegate) error {
+	const op = "delegate"
+	if err := s.enter(op); err != nil {
+		return err
+	}
+	defer s.c.leave()
+	k := s.k
+	args := call.Args()
+	gs, _ := args.Grant()
+	to, _ := args.To()
+	from, err := parseGrant(op, gs)
+	if err != nil {
+		return toException(err)
+	}
+	var cav caps.Caveats
+	var methods []string
+	if args.HasCaveats() {
+		sc, err := args.Caveats()
+		if err == nil {
+			cav, methods, _, err = capsCaveats(sc)
+		}
+		if err != nil {
+			return toException(&Error{Op: op, Kind: Invalid, Cause: err})
+		}
+	}
+	if !s.canHold {
+		return toException(errorf(Permission, op, "a %s holds no grants", s.p.Kind))
+	}
+	tp, ok := k.top.Login(to)
+	if !ok {
+		return toException(errorf(NotExist, op, "no principal %q", to))
+	}
+	recipient, ok := capsPrincipal(tp)
+	if !ok {
+		return toException(errorf(Invalid, op, "a %s holds no grants", tp.Kind))
+	}
+	now := k.now()
+	k.seq.mu.Lock()
+	g, ok := k.seq.table.Grant(from)
+	if !ok || g.Holder != s.holder {
+		k.seq.mu.Unlock()
+		return toException(errorf(Permission, op, "%s is not your grant", gs))
+	}
+	dec := k.seq.table.Delegate(caps.Delegate{From: from, To: recipient, Methods: methods, Caveats: cav, Now: now})
+	var child caps.Grant
+	if dec.OK() {
+		child, _ = k.seq.table.Grant(dec.Grant)
+	}
+	p, err := k.appendGrant(ctx, ledger.KindDelegate, s.p.ID, g.Target, g.Interface, dec, child, from, now)
+	if err == nil && dec.OK() {
+		k.seq.grantSeq[dec.Grant] = p.Seq()
+	}
+	k.seq.mu.Unlock()
+	if err == nil {
+		err = p.Wait(ctx)
+	}
+	if err != nil {
+		return toException(&Error{Op: op, Kind: Failed, Cause: err})
+	}
+	if !dec.OK() {
+		return toException(capsError(op, dec))
+	}
+	res, err := call.AllocResults()
+	if err != nil {
+		return err
+	}
+	sg, err := res.NewGrant()
+	if err != nil {
+		return err
+	}
+	return k.fillGrant(sg, child, p.Seq())
+}
+
+// Revoke revokes a grant this principal gave (or holds, or an operator's
+// any grant), with its subtree.
+func (s *session) Revoke(ctx context.Context, call schema.Session_revoke) error {
+	const op = "revoke"
+	if err := s.enter(op); err != nil {
+		return err
+	}
+	defer s.c.leave()
+	gs, _ := call.Args().Grant()
+	id, err := parseGrant(op, gs)
+	if err != nil {
+		return toException(err)
+	}
+	if !s.canHold {
+		return toException(errorf(Permission, op, "a %s holds no grants", s.p.Kind))
+	}
+	return s.k.retire(ctx, op, s, id, func(t *caps.Table) caps.Decision {
+		return t.Revoke(caps.Revoke{Grant: id, By: s.holder, Reason: "revoked by " + s.p.ID})
+	})
+}
+
+// ReleaseGrant gives up a grant this principal holds.
+func (s *session) ReleaseGrant(ctx context.Context, call schema.Session_releaseGrant) error {
+	const op = "release"
+	if err := s.enter(op); err != nil {
+		return err
+	}
+	defer s.c.leave()
+	gs, _ := call.Args().Grant()
+	id, err := parseGrant(op, gs)
+	if err != nil {
+		return toException(err)
+	}
+	k := s.k
+	k.seq.mu.Lock()
+	g, ok := k.seq.table.Grant(id)
+	k.seq.mu.Unlock()
+	if !ok || !s.canHold || g.Holder != s.holder {
+		return toException(errorf(Permission, op, "%s is not your grant", gs))
+	}
+	return k.retire(ctx, op, s, id, func(t *caps.Table) caps.Decision { return t.Release(id) })
+}
+
+// retire runs a revocation or release through the sequencer, records it
+// and cuts the gates of every grant it ended.
+func (k *Kernel) retire(ctx context.Context, op string, s *session, id caps.GrantID, decide func(*caps.Table) caps.Decision) error {
+	kind := ledger.KindRevoke
+	if op == "release" {
+		kind = ledger.KindRelease
+	}
+	k.seq.mu.Lock()
+	g, _ := k.seq.table.Grant(id)
+	dec := decide(k.seq.table)
+	e := ledger.Entry{
+		Kind: kind, Actor: s.p.ID, Grant: uint64(id), Device: g.Target, Interface: g.Interface,
+		Decision: ledger.DecisionAdmit, Reason: truncate(dec.Reason), Ref: k.seq.grantSeq[id], Time: k.now().UnixNano(),
+	}
+	if !dec.OK() {
+		e.Decision, e.Reason = ledger.DecisionDeny, truncate(capsError(op, dec).Error())
+	} else {
+		ended := make([]caps.GrantID, 0, len(dec.Revoked)+1)
+		if op == "release" {
+			ended = append(ended, id)
+		}
+		for _, r := range dec.Revoked {
+			ended = append(ended, r.Grant)
+		}
+		if len(ended) > 0 {
+			e.Params = []byte(grantList(ended))
+		}
+		k.cut(ended)
+	}
+	p, err := k.led.Append(ctx, e)
+	k.seq.mu.Unlock()
+	if err == nil {
+		err = p.Wait(ctx)
+	}
+	if err != nil {
+		return toException(&Error{Op: op, Kind: Failed, Cause: err})
+	}
+	if !dec.OK() {
+		return toException(capsError(op, dec))
+	}
+	return nil
+}
+
+// grantList is the params body of a revoke or release entry: the grants it
+// ended, as "g1 g4 g7".
+func grantList(ids []caps.GrantID) string {
+	var b strings.Builder
+	for i, id := range ids {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		b.WriteString(id.String())
+	}
+	return b.String()
+}
+
+// Checkpoint returns a freshly signed checkpoint of the durable ledger.
+func (s *session) Checkpoint(ctx context.Context, call schema.Session_checkpoint) error {
+	const op = "checkpoint"
+	if err := s.enter(op); err != nil {
+		return err
+	}
+	defer s.c.leave()
+	cp, err := s.k.led.Checkpoint(ctx)
+	if err != nil {
+		return toException(&Error{Op: op, Kind: Failed, Cause: err})
+	}
+	res, err := call.AllocResults()
+	if err != nil {
+		return err
+	}
+	c, err := res.NewCheckpoint()
+	if err != nil {
+		return err
+	}
+	c.SetNote(string(cp.Note))
+	c.SetSize(uint64(cp.Size))
+	c.SetRootHash(cp.Root[:])
+	c.SetTime(s.k.now().UnixNano())
+	return nil
+}
+
+// Operator is not served by this kernel yet.
+func (s *session) Operator(ctx context.Context, call schema.Session_operator) error {
+	if s.p.Kind != schema.PrincipalKind_operator {
+		return toException(errorf(Permission, "operator", "a %s is not an operator", s.p.Kind))
+	}
+	return capnp.Unimplemented("operator: not served by this kernel yet")
+}
+
+// Auditor is not served by this kernel yet.
+func (s *session) Auditor(ctx context.Context, call schema.Session_auditor) error {
+	if s.p.Kind != schema.PrincipalKind_auditor && s.p.Kind != schema.PrincipalKind_operator {
+		return toException(errorf(Permission, "auditor", "a %s is not an auditor", s.p.Kind))
+	}
+	return capnp.Unimplemented("auditor: not served by this kernel yet")
+}
