@@ -672,7 +672,7 @@ func (l *Ledger) encode(items []*Pending) *batch {
 		}
 		plan[ci].buf = cb
 		if personal && (bodies[0] != nil || bodies[1] != nil) {
-			b.puts = append(b.puts, kv{personalKey(e.Subject, p.seq), appendFrames(nil, bodies)})
+			b.puts = append(b.puts, kv{personalKey(e.Subject, p.seq), personalValue(bodies)})
 		}
 		l.tree.append(leafHash(c.Bytes()))
 		if l.tree.size%l.opts.CheckpointEvery == 0 {
@@ -791,6 +791,39 @@ func appendFrames(dst []byte, bodies [2][]byte) []byte {
 	}
 	dst = appendFrame(dst, bodies[0])
 	return appendFrame(dst, bodies[1])
+}
+
+// minPersonalValue is the least size of a stored personal value: Badger
+// keeps smaller values inline in its LSM tree, where erasure could not find
+// their copy in the value log (see docs/erasure.md). Shorter values are
+// padded with zeros after their two frames.
+const minPersonalValue = 64
+
+func personalValue(bodies [2][]byte) []byte {
+	v := appendFrames(make([]byte, 0, minPersonalValue+len(bodies[0])+len(bodies[1])), bodies)
+	for len(v) < minPersonalValue {
+		v = append(v, 0)
+	}
+	return v
+}
+
+// splitPersonal returns the two body frames of a personal value.
+func splitPersonal(v []byte) ([][]byte, error) {
+	out := make([][]byte, 0, 2)
+	for i := 0; i < 2; i++ {
+		n, k := binary.Uvarint(v)
+		if k <= 0 || uint64(len(v)-k) < n {
+			return nil, fmt.Errorf("%w: bad personal body framing", ErrCorrupt)
+		}
+		out = append(out, v[k:k+int(n)])
+		v = v[k+int(n):]
+	}
+	for _, b := range v {
+		if b != 0 {
+			return nil, fmt.Errorf("%w: personal body padding is not zero", ErrCorrupt)
+		}
+	}
+	return out, nil
 }
 
 func splitFrames(b []byte) ([][]byte, error) {
@@ -1159,7 +1192,7 @@ func (l *Ledger) decodeRecord(ctx context.Context, seq uint64, rec []byte) (*Rec
 		case err != nil:
 			return nil, err
 		default:
-			if bodies, err = splitFrames(pb); err != nil {
+			if bodies, err = splitPersonal(pb); err != nil {
 				return nil, fmt.Errorf("seq %d: %w", seq, err)
 			}
 		}

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"math/bits"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -567,6 +568,9 @@ func testPersonalBodies(t *testing.T, h Harness) {
 		t.Fatal(err)
 	}
 	for r := range res.Next() {
+		if strings.HasPrefix(r.Key, "/p/"+alice+"/b/") && len(r.Value) < 64 {
+			t.Fatalf("personal value %s of %d bytes: Badger would keep it inline, out of erasure's reach", r.Key, len(r.Value))
+		}
 		if bytes.Contains(r.Value, []byte("alice entered")) {
 			if !bytes.HasPrefix([]byte(r.Key), []byte("/p/"+alice+"/")) {
 				t.Fatalf("alice's body under %s", r.Key)
