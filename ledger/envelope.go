@@ -297,7 +297,8 @@ func appendEnvelope(dst []byte, env *Envelope) []byte {
 	}
 	if env.Interface != 0 {
 		w.text("iface")
-		w.text(ifaceText(env.Interface))
+		w.head(3, 18)
+		w.b = appendHex16(append(w.b, "0x"...), env.Interface)
 	}
 	if env.Params.Defined() {
 		w.text("params")
@@ -406,13 +407,10 @@ func DecodeEnvelope(block []byte) (*Envelope, error) {
 	return env, nil
 }
 
-// ifaceText writes a Cap'n Proto interface id as the schema language does,
-// "0x" and 16 hex digits: ids are 64-bit and often above 2^63, which many
-// IPLD tools (dag-json among them) cannot hold as integers.
-func ifaceText(id uint64) string {
-	return string(appendHex16([]byte("0x"), id))
-}
-
+// parseIface reads a Cap'n Proto interface id as envelopes write it, as the
+// schema language does: "0x" and 16 hex digits (ids are 64-bit and often
+// above 2^63, which many IPLD tools, dag-json among them, cannot hold as
+// integers).
 func parseIface(t string) (uint64, error) {
 	if len(t) != 18 || t[:2] != "0x" {
 		return 0, fmt.Errorf("interface id %q is not 0x and 16 hex digits", t)

@@ -583,7 +583,12 @@ func (l *Ledger) encodeLoop() {
 	}
 }
 
-func entrySize(e *Entry) int { return 256 + len(e.Params) + len(e.Result) }
+// entrySize estimates the stored size of an entry's record: its envelope
+// (fixed fields and three 41-byte links) and body blocks (salt and
+// framing).
+func entrySize(e *Entry) int {
+	return 256 + len(e.Actor) + len(e.Device) + len(e.Subject) + len(e.Reason) + len(e.Params) + len(e.Result) + 2*32
+}
 
 type kv struct {
 	key   ds.Key
@@ -623,7 +628,7 @@ func (l *Ledger) encode(items []*Pending) *batch {
 	chunks(first, len(items), func(start uint64, n int) {
 		size := 0
 		for _, p := range items[start-first : start-first+uint64(n)] {
-			size += entrySize(&p.entry) + len(p.entry.Actor) + len(p.entry.Device) + len(p.entry.Reason)
+			size += entrySize(&p.entry)
 		}
 		plan = append(plan, chunk{start, n, make([]byte, 0, size)})
 	})
