@@ -287,3 +287,47 @@ func TestWindowWithin(t *testing.T) {
 		}
 	}
 }
+
+// TestFirstGrant: a table that continues a ledger's numbering issues ids
+// from FirstGrant and knows no grant below it.
+func TestFirstGrant(t *testing.T) {
+	tab, err := New(Config{
+		Interfaces: []Interface{{ID: 0xb1a5, Name: "Light", Methods: []Method{{0, "get"}, {1, "set"}}}},
+		Topology: []Node{
+			{Path: "pem", Kind: "building"},
+			{Path: "pem/light-3", Kind: KindDevice, Class: "light"},
+		},
+		Policy:     []PolicyFile{{Name: "p.cedar", Text: `permit (principal, action, resource);`}},
+		FirstGrant: 1000,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Date(2025, 1, 6, 9, 0, 0, 0, time.UTC)
+	root := tab.Open(Open{Holder: Principal{Device, "d1"}, Target: "pem/light-3", Interface: 0xb1a5, Now: now})
+	child := tab.Delegate(Delegate{From: root.Grant, To: Principal{Device, "d2"}, Methods: []string{"get"}, Now: now})
+	if root.Grant != 1000 || child.Grant != 1001 || !child.OK() {
+		t.Fatalf("ids %v %v (%v), want g1000 g1001", root.Grant, child.Grant, child.Err())
+	}
+	if !tab.Admit(Call{Grant: 1001, Method: 0, Now: now}).OK() {
+		t.Fatal("g1001 not admitted")
+	}
+	for _, id := range []GrantID{1, 999, 1002} {
+		if d := tab.Admit(Call{Grant: id, Method: 0, Now: now}); !errors.Is(d.Err(), ErrNotFound) {
+			t.Fatalf("admit %v: %v, want not found", id, d.Err())
+		}
+	}
+	if d := tab.Revoke(Revoke{Grant: 1000}); !d.OK() || len(d.Revoked) != 2 {
+		t.Fatalf("revoke g1000: %+v", d)
+	}
+	if d := tab.Admit(Call{Grant: 1001, Method: 0, Now: now}); !errors.Is(d.Err(), ErrRevoked) {
+		t.Fatalf("g1001 after revoking its parent: %v", d.Err())
+	}
+	n := 0
+	for range tab.Grants() {
+		n++
+	}
+	if n != 2 {
+		t.Fatalf("Grants() yields %d, want 2", n)
+	}
+}

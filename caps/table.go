@@ -30,6 +30,11 @@ type Config struct {
 	// MaxDepth bounds delegation chains (a root has depth 0); 0 means
 	// DefaultMaxDepth, at most 255.
 	MaxDepth int
+	// FirstGrant is the id of the first grant the table issues (ids
+	// follow in order); 0 means 1. A kernel restarting on a ledger passes
+	// one more than the highest id the ledger holds, so no id names two
+	// grants.
+	FirstGrant GrantID
 }
 
 func (c *Config) validate() error {
@@ -58,8 +63,10 @@ type Table struct {
 	topo     *topology
 	policy   *policy
 
-	// grants[id-1] is grant id; ids are dense because the table assigns them.
+	// grants[id-base-1] is grant id; ids are dense because the table
+	// assigns them, from base+1.
 	grants []grant
+	base   GrantID
 	// presence maps a person to the places they are in, sorted.
 	presence map[string][]string
 	// bound maps a person to the grants bound to their presence, by id.
@@ -109,6 +116,9 @@ func New(cfg Config) (*Table, error) {
 	}
 	t := &Table{loc: cfg.Location, maxDepth: cfg.MaxDepth, ifaces: byID, ifaceSeq: list,
 		presence: map[string][]string{}, bound: map[string][]GrantID{}}
+	if cfg.FirstGrant > 1 {
+		t.base = cfg.FirstGrant - 1
+	}
 	if t.topo, err = newTopology(cfg.Topology, list); err != nil {
 		return nil, fmt.Errorf("caps config: %w", err)
 	}
@@ -314,7 +324,7 @@ func joinIDs(ids []cedar.PolicyID) string {
 
 // add links g into the tree under parent and returns its new id.
 func (t *Table) add(g grant, parent GrantID) GrantID {
-	id := GrantID(len(t.grants) + 1)
+	id := t.base + GrantID(len(t.grants)+1)
 	g.parent = parent
 	g.uses, g.win, g.ranges = g.cav.Uses, g.cav.Window, g.cav.Ranges
 	if g.scope == g.target {
@@ -330,10 +340,10 @@ func (t *Table) add(g grant, parent GrantID) GrantID {
 		g.tat = math.MinInt64 / 2
 	}
 	if parent != 0 {
-		p := &t.grants[parent-1]
+		p := &t.grants[parent-t.base-1]
 		g.prev = p.last
 		if p.last != 0 {
-			t.grants[p.last-1].next = id
+			t.grants[p.last-t.base-1].next = id
 		} else {
 			p.first = id
 		}
@@ -350,12 +360,17 @@ func (t *Table) add(g grant, parent GrantID) GrantID {
 	return id
 }
 
+// has reports whether the table issued grant id.
+func (t *Table) has(id GrantID) bool {
+	return id > t.base && id <= t.base+GrantID(len(t.grants))
+}
+
 // lookup returns a grant that exists and has not been released.
 func (t *Table) lookup(id GrantID) (*grant, Code) {
-	if id == 0 || id > GrantID(len(t.grants)) {
+	if !t.has(id) {
 		return nil, CodeNotFound
 	}
-	g := &t.grants[id-1]
+	g := &t.grants[id-t.base-1]
 	if g.gone || g.released {
 		return nil, CodeNotFound
 	}
@@ -375,7 +390,7 @@ func (t *Table) Admit(c Call) Decision {
 	}
 	now := c.Now.UnixNano()
 	for id := c.Grant; id != 0; {
-		g := &t.grants[id-1]
+		g := &t.grants[id-t.base-1]
 		if g.interval != 0 {
 			g.tat = max(g.tat, now) + g.interval
 		}
@@ -410,7 +425,7 @@ func (t *Table) check(c *Call) (Code, GrantID) {
 		addr = g.target
 	}
 	for id := c.Grant; id != 0; id = g.parent {
-		g = &t.grants[id-1]
+		g = &t.grants[id-t.base-1]
 		switch {
 		case g.revoked:
 			return CodeRevoked, id
@@ -453,7 +468,7 @@ func (t *Table) denial(c *Call, code Code, at GrantID) Decision {
 		d.Reason = "no grant " + c.Grant.String()
 		return d
 	}
-	g := &t.grants[at-1]
+	g := &t.grants[at-t.base-1]
 	who := at.String()
 	if at != c.Grant {
 		who = "ancestor " + who
@@ -500,10 +515,10 @@ func (t *Table) denial(c *Call, code Code, at GrantID) Decision {
 // them so the kernel can cancel their calls in flight.
 func (t *Table) Revoke(r Revoke) Decision {
 	const op = OpRevoke
-	if r.Grant == 0 || r.Grant > GrantID(len(t.grants)) || t.grants[r.Grant-1].gone {
+	if !t.has(r.Grant) || t.grants[r.Grant-t.base-1].gone {
 		return refuse(op, r.Grant, CodeNotFound, "no grant %s", r.Grant)
 	}
-	g := &t.grants[r.Grant-1]
+	g := &t.grants[r.Grant-t.base-1]
 	if g.revoked {
 		return refuse(op, r.Grant, CodeRevoked, "%s is already revoked", r.Grant)
 	}
@@ -521,8 +536,8 @@ func (t *Table) mayRevoke(by Principal, id GrantID) bool {
 	if by == (Principal{}) || by.Kind == Operator {
 		return true
 	}
-	for ; id != 0; id = t.grants[id-1].parent {
-		if t.grants[id-1].holder == by {
+	for ; id != 0; id = t.grants[id-t.base-1].parent {
+		if t.grants[id-t.base-1].holder == by {
 			return true
 		}
 	}
@@ -535,7 +550,7 @@ func (t *Table) cascade(root GrantID, reason string, revs []Revocation) []Revoca
 	for len(stack) > 0 {
 		id := stack[len(stack)-1]
 		stack = stack[:len(stack)-1]
-		g := &t.grants[id-1]
+		g := &t.grants[id-t.base-1]
 		if g.revoked {
 			continue // its subtree is revoked already
 		}
@@ -546,7 +561,7 @@ func (t *Table) cascade(root GrantID, reason string, revs []Revocation) []Revoca
 		}
 		revs = append(revs, rv)
 		// Push children last-first so they pop in creation order.
-		for c := g.last; c != 0; c = t.grants[c-1].prev {
+		for c := g.last; c != 0; c = t.grants[c-t.base-1].prev {
 			stack = append(stack, c)
 		}
 	}
@@ -567,20 +582,20 @@ func (t *Table) Release(id GrantID) Decision {
 	g.released = true
 	d := Decision{Op: op, Grant: id}
 	for id != 0 {
-		g := &t.grants[id-1]
+		g := &t.grants[id-t.base-1]
 		if !g.released || g.first != 0 {
 			break
 		}
 		parent := g.parent
 		if parent != 0 {
-			p := &t.grants[parent-1]
+			p := &t.grants[parent-t.base-1]
 			if g.prev != 0 {
-				t.grants[g.prev-1].next = g.next
+				t.grants[g.prev-t.base-1].next = g.next
 			} else {
 				p.first = g.next
 			}
 			if g.next != 0 {
-				t.grants[g.next-1].prev = g.prev
+				t.grants[g.next-t.base-1].prev = g.prev
 			} else {
 				p.last = g.prev
 			}
@@ -625,7 +640,7 @@ func (t *Table) dropUnbound(person, reason string, revs []Revocation) []Revocati
 	ids := t.bound[person]
 	keep := ids[:0]
 	for _, id := range ids {
-		g := &t.grants[id-1]
+		g := &t.grants[id-t.base-1]
 		if g.revoked {
 			continue
 		}
@@ -693,7 +708,7 @@ func (t *Table) recheck() []Revocation {
 	for i := range t.grants {
 		if g := &t.grants[i]; !g.revoked {
 			if why := t.stillHolds(g); why != "" {
-				revs = t.cascade(GrantID(i+1), why, revs)
+				revs = t.cascade(t.base+GrantID(i+1), why, revs)
 			}
 		}
 	}
@@ -755,10 +770,10 @@ type Grant struct {
 
 // Grant returns a view of grant id, if it has not been removed.
 func (t *Table) Grant(id GrantID) (Grant, bool) {
-	if id == 0 || id > GrantID(len(t.grants)) || t.grants[id-1].gone {
+	if !t.has(id) || t.grants[id-t.base-1].gone {
 		return Grant{}, false
 	}
-	g := &t.grants[id-1]
+	g := &t.grants[id-t.base-1]
 	v := Grant{ID: id, Parent: g.parent, Holder: g.holder, Target: g.target, Interface: g.f.ID,
 		Methods: g.f.methods(g.methods), Caveats: g.cav, Issued: g.issued, Depth: int(g.depth),
 		Revoked: g.revoked, Released: g.released}
@@ -777,7 +792,7 @@ func (t *Table) Grant(id GrantID) (Grant, bool) {
 func (t *Table) Grants() iter.Seq[Grant] {
 	return func(yield func(Grant) bool) {
 		for i := range t.grants {
-			if v, ok := t.Grant(GrantID(i + 1)); ok && !yield(v) {
+			if v, ok := t.Grant(t.base + GrantID(i+1)); ok && !yield(v) {
 				return
 			}
 		}
@@ -786,11 +801,11 @@ func (t *Table) Grants() iter.Seq[Grant] {
 
 // Children returns the ids of id's children, in creation order.
 func (t *Table) Children(id GrantID) []GrantID {
-	if id == 0 || id > GrantID(len(t.grants)) {
+	if !t.has(id) {
 		return nil
 	}
 	var out []GrantID
-	for c := t.grants[id-1].first; c != 0; c = t.grants[c-1].next {
+	for c := t.grants[id-t.base-1].first; c != 0; c = t.grants[c-t.base-1].next {
 		out = append(out, c)
 	}
 	return out
