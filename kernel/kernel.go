@@ -146,11 +146,16 @@ func New(cfg Config) (*Kernel, error) {
 		return nil, err
 	}
 	k.tel = tel
+	first, err := firstGrant(context.Background(), cfg.Ledger)
+	if err != nil {
+		return nil, fmt.Errorf("kernel: %w", err)
+	}
 	table, err := caps.New(caps.Config{
 		Interfaces: k.cat.capsInterfaces(),
 		Topology:   capsTopology(cfg.Topology),
 		Policy:     cfg.Policy,
 		Location:   cfg.Location,
+		FirstGrant: first,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("kernel: %w", err)

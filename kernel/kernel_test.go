@@ -1,6 +1,7 @@
 package kernel_test
 
 import (
+	"os"
 	"bytes"
 	"context"
 	"crypto/ed25519"
@@ -52,6 +53,7 @@ type harness struct {
 	sock   string
 	cancel context.CancelFunc
 	served chan struct{}
+	stop   func() // ends the kernel, closes the ledger and its store; once
 }
 
 type option func(*kernel.Config)
@@ -60,7 +62,13 @@ type option func(*kernel.Config)
 // Unix socket, with fake drivers for a Building of rooms rooms.
 func newHarness(t *testing.T, rooms int, opts ...option) *harness {
 	t.Helper()
-	dir := t.TempDir()
+	return newHarnessAt(t, t.TempDir(), rooms, opts...)
+}
+
+// newHarnessAt is newHarness on the data directory dir, which may hold the
+// ledger of an earlier harness (stopped).
+func newHarnessAt(t *testing.T, dir string, rooms int, opts ...option) *harness {
+	t.Helper()
 	store, err := ledger.OpenBadger(filepath.Join(dir, "ledger"), ledger.BadgerOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -89,6 +97,7 @@ func newHarness(t *testing.T, rooms int, opts ...option) *harness {
 		t.Fatal(err)
 	}
 	sock := filepath.Join(dir, "k.sock")
+	os.Remove(sock) // left by an earlier harness on dir
 	l, err := net.Listen("unix", sock)
 	if err != nil {
 		t.Fatal(err)
@@ -101,19 +110,23 @@ func newHarness(t *testing.T, rooms int, opts ...option) *harness {
 			t.Errorf("serve: %v", err)
 		}
 	}()
-	t.Cleanup(func() {
-		cancel()
-		<-h.served
-		if err := k.Close(); err != nil {
-			t.Error(err)
-		}
-		if err := led.Close(); err != nil {
-			t.Error(err)
-		}
-		if err := store.Close(); err != nil {
-			t.Error(err)
-		}
-	})
+	var once sync.Once
+	h.stop = func() {
+		once.Do(func() {
+			cancel()
+			<-h.served
+			if err := k.Close(); err != nil {
+				t.Error(err)
+			}
+			if err := led.Close(); err != nil {
+				t.Error(err)
+			}
+			if err := store.Close(); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	t.Cleanup(h.stop)
 	return h
 }
 
