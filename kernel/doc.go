@@ -101,6 +101,50 @@
 // released, are refused by the rpc layer, which aborts that connection;
 // its "disconnect" entry records the reason.
 //
+// # Operator and Auditor
+//
+// Session.operator (principals of kind operator) and Session.auditor
+// (auditors and operators) return kernel-hosted capabilities (admin.go)
+// bound to the session: they count against the connection's MaxInFlight
+// and refuse every call with "revoked: ...: session ended" once the
+// session has ended.
+//
+//   - Auditor reads the ledger and nothing else: checkpoint (a signed note
+//     of the durable tree), inclusionProof and consistencyProof (RFC 6962,
+//     as tlog.CheckRecord and tlog.CheckTree take them), entry (the
+//     envelope bytes, CID and body blocks, redacted bodies marked), and
+//     trace: one page, in seq order, of the entries on a device
+//     (ledger.ByDevice), of a principal (ByPrincipal, plus the entries that
+//     made the grants the caps table says it holds) or of a grant (ByGrant,
+//     plus the grant and delegate entries of its ancestors, followed on the
+//     ledger through each delegate entry's Ref). A page holds at most
+//     TraceQuery.limit entries (0: 1000; never more than 10,000); the next
+//     page starts after the last seq of this one.
+//   - Operator lists places, devices and principals from the topology and
+//     live grants from the caps table (read under the sequencer lock); a
+//     listing of more than 10,000 items is refused ("invalid": narrow the
+//     filter). grant asks the caps table for root grants for another
+//     principal (caps.Table.Open: the policy decides, the operator's
+//     caveats narrow) and revoke revokes any grant with its subtree (the
+//     operator as revoker); both go through the sequencer and the ledger
+//     exactly as Session.open and Session.revoke do, with the operator as
+//     actor, and revoke cuts the derived gates. Revoking a revoked grant
+//     succeeds and records nothing. deviceState asks the device's driver
+//     through its schema interface. forget answers "unimplemented" until
+//     erasure is built. Queries are not ledgered.
+//   - Operator.watch streams the ledger tail: one goroutine per watch reads
+//     durable entries (ledger.WaitSize, Read) and makes one
+//     EntryListener.entries call at a time with at most 256 entries;
+//     entries committed meanwhile go into the next call, and a listener
+//     more than 10,000 entries behind is skipped ahead to the newest ones
+//     (`skipped` says how many it missed). The backlog is capped at 10,000.
+//     The watch stops, and releases the listener, when its Subscription is
+//     cancelled (cancel returns once the goroutine has ended) or released,
+//     the listener fails, or the session ends (its end is an entry, which
+//     wakes the watch). A running watch holds one of its connection's
+//     MaxInFlight slots. Its calls on the listener are not gated or
+//     ledgered: recording them would feed the watch its own deliveries.
+//
 // # Errors
 //
 // One error type, *Error (op, kind, cause), is mapped to a capnp exception

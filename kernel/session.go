@@ -181,25 +181,9 @@ func (s *session) Open(ctx context.Context, call schema.Session_open) error {
 	if !s.canHold {
 		return toException(errorf(Permission, op, "a %s holds no grants", s.p.Kind))
 	}
-	var devs []topology.Device
-	single := false
-	if d, ok := k.top.Device(path); ok {
-		devs, single = []topology.Device{d}, true
-	} else if _, ok := k.top.Place(path); ok {
-		devs = k.top.Under(path)
-	} else {
-		return toException(errorf(NotExist, op, "no device or place %q", path))
-	}
-	want := func(c schema.DeviceClass) bool {
-		if classes.Len() == 0 {
-			return true
-		}
-		for i := 0; i < classes.Len(); i++ {
-			if classes.At(i) == c {
-				return true
-			}
-		}
-		return false
+	devs, single, err := k.resolve(op, path)
+	if err != nil {
+		return toException(err)
 	}
 
 	now := k.now()
@@ -213,7 +197,7 @@ func (s *session) Open(ctx context.Context, call schema.Session_open) error {
 	}
 	for _, d := range devs {
 		f := k.cat.byClass[d.Class]
-		if f == nil || !want(d.Class) {
+		if f == nil || !wantClass(classes, d.Class) {
 			if single {
 				refusal = errorf(NotExist, op, "%s: no capability of the requested classes", d.Path)
 			}
@@ -240,20 +224,17 @@ func (s *session) Open(ctx context.Context, call schema.Session_open) error {
 			dec = k.seq.table.Open(caps.Open{Holder: s.holder, Target: d.Path, Interface: f.id, Methods: methods, Caveats: cav, Now: now})
 		}
 		var g caps.Grant
-		if dec.OK() {
-			g, _ = k.seq.table.Grant(dec.Grant)
-		}
 		seq := k.seq.grantSeq[dec.Grant]
-		if kind != "" {
-			p, err := k.appendGrant(ctx, kind, s.p.ID, d.Path, f.id, dec, g, id, now)
+		if kind == "" {
+			g, _ = k.seq.table.Grant(dec.Grant)
+		} else {
+			var p *ledger.Pending
+			g, p, err = k.recordGrant(ctx, kind, s.p.ID, d.Path, f.id, dec, id, now)
 			if err != nil {
 				refusal = &Error{Op: op, Kind: Failed, Cause: err}
 				break
 			}
 			last, seq = p, p.Seq()
-			if dec.OK() {
-				k.seq.grantSeq[dec.Grant] = seq
-			}
 		}
 		if !dec.OK() {
 			if single {
@@ -306,6 +287,50 @@ func (s *session) Open(ctx context.Context, call schema.Session_open) error {
 	return nil
 }
 
+// resolve finds the devices a path names: the device at path (single), or
+// every device at or under the place at path, in topology order.
+func (k *Kernel) resolve(op, path string) (devs []topology.Device, single bool, err error) {
+	if d, ok := k.top.Device(path); ok {
+		return []topology.Device{d}, true, nil
+	}
+	if _, ok := k.top.Place(path); ok {
+		return k.top.Under(path), false, nil
+	}
+	return nil, false, errorf(NotExist, op, "no device or place %q", path)
+}
+
+// wantClass reports whether c is in classes; an empty list wants all.
+func wantClass(classes schema.DeviceClass_List, c schema.DeviceClass) bool {
+	if classes.Len() == 0 {
+		return true
+	}
+	for i := 0; i < classes.Len(); i++ {
+		if classes.At(i) == c {
+			return true
+		}
+	}
+	return false
+}
+
+// recordGrant records a grant or delegation decision of the caps table
+// (parent is the grant delegated from, 0 for a root) and, for a grant it
+// made, remembers the seq of the entry that made it. It returns the grant
+// made (zero when refused) and the entry. The caller holds k.seq.mu.
+func (k *Kernel) recordGrant(ctx context.Context, kind ledger.Kind, actor, target string, ifaceID uint64, dec caps.Decision, parent caps.GrantID, now time.Time) (caps.Grant, *ledger.Pending, error) {
+	var g caps.Grant
+	if dec.OK() {
+		g, _ = k.seq.table.Grant(dec.Grant)
+	}
+	p, err := k.appendGrant(ctx, kind, actor, target, ifaceID, dec, g, parent, now)
+	if err != nil {
+		return g, nil, err
+	}
+	if dec.OK() {
+		k.seq.grantSeq[dec.Grant] = p.Seq()
+	}
+	return g, p, nil
+}
+
 // appendGrant records a grant or delegation decision. The caller holds
 // k.seq.mu.
 func (k *Kernel) appendGrant(ctx context.Context, kind ledger.Kind, actor, target string, ifaceID uint64, dec caps.Decision, g caps.Grant, parent caps.GrantID, now time.Time) (*ledger.Pending, error) {
@@ -345,15 +370,28 @@ func (k *Kernel) grantBytes(g caps.Grant) ([]byte, error) {
 
 // fillGrant writes a grant in its schema form.
 func (k *Kernel) fillGrant(sg schema.Grant, g caps.Grant, seq uint64) error {
+	return k.writeGrant(sg, g, seq, k.grantor(g))
+}
+
+// grantor names who gave a grant: the policy for a root grant, the
+// parent's holder for a delegation. It reads the caps table: the caller
+// holds k.seq.mu, or the grant is a root.
+func (k *Kernel) grantor(g caps.Grant) string {
+	if g.Parent != 0 {
+		if pg, ok := k.seq.table.Grant(g.Parent); ok {
+			return pg.Holder.ID
+		}
+	}
+	return "policy"
+}
+
+// writeGrant writes a grant in its schema form, with its grantor.
+func (k *Kernel) writeGrant(sg schema.Grant, g caps.Grant, seq uint64, grantor string) error {
 	f := k.cat.byID[g.Interface]
 	sg.SetId(g.ID.String())
 	sg.SetHolder(g.Holder.ID)
-	grantor := "policy"
 	if g.Parent != 0 {
 		sg.SetParent(g.Parent.String())
-		if pg, ok := k.seq.table.Grant(g.Parent); ok {
-			grantor = pg.Holder.ID
-		}
 	}
 	sg.SetGrantor(grantor)
 	sg.SetTarget(g.Target)
@@ -560,14 +598,7 @@ func (s *session) Delegate(ctx context.Context, call schema.Session_delegate) er
 		return toException(errorf(Permission, op, "%s is not your grant", gs))
 	}
 	dec := k.seq.table.Delegate(caps.Delegate{From: from, To: recipient, Methods: methods, Caveats: cav, Now: now})
-	var child caps.Grant
-	if dec.OK() {
-		child, _ = k.seq.table.Grant(dec.Grant)
-	}
-	p, err := k.appendGrant(ctx, ledger.KindDelegate, s.p.ID, g.Target, g.Interface, dec, child, from, now)
-	if err == nil && dec.OK() {
-		k.seq.grantSeq[dec.Grant] = p.Seq()
-	}
+	child, p, err := k.recordGrant(ctx, ledger.KindDelegate, s.p.ID, g.Target, g.Interface, dec, from, now)
 	k.seq.mu.Unlock()
 	if err == nil {
 		err = p.Wait(ctx)
@@ -714,18 +745,37 @@ func (s *session) Checkpoint(ctx context.Context, call schema.Session_checkpoint
 	return nil
 }
 
-// Operator is not served by this kernel yet.
+// Operator returns the operator interface (admin.go) to an operator.
 func (s *session) Operator(ctx context.Context, call schema.Session_operator) error {
-	if s.p.Kind != schema.PrincipalKind_operator {
-		return toException(errorf(Permission, "operator", "a %s is not an operator", s.p.Kind))
+	const op = "operator"
+	if err := s.enter(op); err != nil {
+		return err
 	}
-	return capnp.Unimplemented("operator: not served by this kernel yet")
+	defer s.c.leave()
+	if s.p.Kind != schema.PrincipalKind_operator {
+		return toException(errorf(Permission, op, "a %s is not an operator", s.p.Kind))
+	}
+	res, err := call.AllocResults()
+	if err != nil {
+		return err
+	}
+	return res.SetOperator(schema.Operator_ServerToClient(&operator{s: s})) // steals the reference
 }
 
-// Auditor is not served by this kernel yet.
+// Auditor returns the read-only auditor interface (admin.go) to an auditor
+// or an operator.
 func (s *session) Auditor(ctx context.Context, call schema.Session_auditor) error {
-	if s.p.Kind != schema.PrincipalKind_auditor && s.p.Kind != schema.PrincipalKind_operator {
-		return toException(errorf(Permission, "auditor", "a %s is not an auditor", s.p.Kind))
+	const op = "auditor"
+	if err := s.enter(op); err != nil {
+		return err
 	}
-	return capnp.Unimplemented("auditor: not served by this kernel yet")
+	defer s.c.leave()
+	if s.p.Kind != schema.PrincipalKind_auditor && s.p.Kind != schema.PrincipalKind_operator {
+		return toException(errorf(Permission, op, "a %s is not an auditor", s.p.Kind))
+	}
+	res, err := call.AllocResults()
+	if err != nil {
+		return err
+	}
+	return res.SetAuditor(schema.Auditor_ServerToClient(&auditor{s: s})) // steals the reference
 }
