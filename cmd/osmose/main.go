@@ -43,6 +43,8 @@ var commands = map[string]command{
 	// One line per command, kept in alphabetical order.
 	"bench kernel":      {summary: "measure gated, ledgered calls against a raw go-capnp echo server", run: runBenchKernel},
 	"bench ledger":      {summary: "measure ledger append rate, durability latency and proofs against raw Badger", run: runBenchLedger},
+	"caps who":          {summary: "list who holds live power over a device or place, and through which grants", run: runCapsWho},
+	"caps why":          {summary: "show one grant's chain back to the policy: who made it, when, and how it ended", run: runCapsWhy},
 	"ledger checkpoint": {summary: "print the newest signed checkpoint of a ledger", run: runLedgerCheckpoint},
 	"ledger export":     {summary: "write a ledger as a CAR file for standard IPLD tools", run: runLedgerExport},
 	"ledger proof":      {summary: "print and check the inclusion proof of an entry", run: runLedgerProof},
@@ -50,6 +52,7 @@ var commands = map[string]command{
 	"ledger tail":       {summary: "print the last ledger entries; -f follows", run: runLedgerTail},
 	"ledger verify":     {summary: "check every envelope, body, tree hash and checkpoint of a ledger", run: runLedgerVerify},
 	"serve":             {summary: "run the kernel: Cap'n Proto RPC on Unix and TCP sockets, the ledger, the policy", run: runServe},
+	"trace":             {summary: "list every call on a device, by a principal or under a grant, with decision and result", run: runTrace},
 }
 
 func main() {

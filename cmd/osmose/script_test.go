@@ -51,6 +51,7 @@ func TestScript(t *testing.T) {
 			"unlock":   cmdUnlock,
 			"carcheck": cmdCarcheck,
 			"cidof":    cmdCidof,
+			"mkcaps":   cmdMkcaps,
 		},
 	})
 }
