@@ -160,6 +160,9 @@ func New(cfg Config) (*Kernel, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kernel: %w", err)
 	}
+	if err := recordStart(context.Background(), cfg.Ledger, first, cfg.Now()); err != nil {
+		return nil, fmt.Errorf("kernel: %w", err)
+	}
 	k.seq = sequencer{table: table, dead: map[caps.GrantID]bool{}, grantSeq: map[caps.GrantID]uint64{}}
 	k.gates.byGrant = map[caps.GrantID]map[*gate]struct{}{}
 	return k, nil

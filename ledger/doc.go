@@ -23,8 +23,8 @@
 //	v       int     format version, 1
 //	seq     int     position in the log, from 0 (the genesis entry)
 //	prev    link    CID of the envelope at seq-1 (absent at seq 0)
-//	kind    string  genesis, login, grant, delegate, revoke, release, call,
-//	                presence, key-epoch, policy, redaction, ...
+//	kind    string  genesis, start, login, grant, delegate, revoke, release,
+//	                call, return, presence, key-epoch, policy, redaction, ...
 //	t       int     logical time of the event, ns since the Unix epoch
 //	actor   string  principal that acted (device, app, operator, or a
 //	                person's pseudonym)

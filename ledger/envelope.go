@@ -39,6 +39,8 @@ const (
 	KindKeyEpoch  Kind = "key-epoch"
 	KindPolicy    Kind = "policy"
 	KindRedaction Kind = "redaction"
+	KindReturn    Kind = "return" // a call's result; Ref is the call's seq
+	KindStart     Kind = "start"  // a kernel started; grants of earlier runs ended
 )
 
 // Decision is the gate's verdict on a call, if the entry records one.

@@ -17,7 +17,7 @@ import (
 // Apply (ledger.Lookup with ledger.ByKind for each, merged in seq order).
 var Kinds = []ledger.Kind{
 	ledger.KindGrant, ledger.KindDelegate, ledger.KindRevoke, ledger.KindRelease,
-	ledger.KindPresence, ledger.KindPolicy,
+	ledger.KindPresence, ledger.KindPolicy, ledger.KindStart,
 }
 
 // Sentinel errors callers branch on.
@@ -100,6 +100,8 @@ const (
 	Expired  State = "expired"
 	Revoked  State = "revoked"
 	Released State = "released"
+	// Restarted: a kernel restart ended it (the kernel's "start" entry).
+	Restarted State = "restarted"
 )
 
 // StateAt says what g is at a point.
@@ -113,6 +115,8 @@ func (g *Grant) StateAt(at At) State {
 			return Revoked
 		case ledger.KindRelease:
 			return Released
+		case ledger.KindStart:
+			return Restarted
 		default:
 			return State(g.Ended.Kind) // presence, policy: ended by that entry
 		}
@@ -170,6 +174,13 @@ func (h *History) Apply(e Entry) error {
 			return nil // a refusal
 		}
 		return h.make(ev, env, e.Result)
+	case ledger.KindStart:
+		// A kernel started: no grant of an earlier run is live in it.
+		for _, g := range h.grants {
+			if g.Ended == nil {
+				g.Ended = &End{Event: ev}
+			}
+		}
 	case ledger.KindRevoke, ledger.KindRelease, ledger.KindPresence, ledger.KindPolicy:
 		ids, ok := parseList(e.Params)
 		if !ok {

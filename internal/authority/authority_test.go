@@ -365,3 +365,24 @@ func TestUnder(t *testing.T) {
 		}
 	}
 }
+
+// TestRestartEndsEarlierGrants: a kernel's "start" entry ends every grant
+// of its earlier runs; grants made after it stand.
+func TestRestartEndsEarlierGrants(t *testing.T) {
+	b := story(t)
+	start := b.add(ledger.Envelope{Kind: ledger.KindStart, Actor: "kernel", Reason: "kernel started: grants g1 to g5 of earlier runs ended"}, nil, nil)
+	b.root(6, "sw", "sw", lamp, "p.cedar:2", 0)
+	h := b.history()
+	for id := uint64(1); id <= 5; id++ {
+		g, _ := h.Grant(id)
+		if got := g.StateAt(at(b.seq)); got != authority.Restarted {
+			t.Errorf("%s after the restart is %s, want restarted", g.Name(), got)
+		}
+		if got := g.StateAt(at(start - 1)); got != authority.Live {
+			t.Errorf("%s before the restart is %s, want live", g.Name(), got)
+		}
+	}
+	if got := holders(h.Holders("cam/pem", at(b.seq))); got != "g6(sw)" {
+		t.Errorf("holders after the restart = %s, want g6(sw)", got)
+	}
+}
