@@ -1,12 +1,12 @@
 package kernel_test
 
 import (
-	"os"
 	"bytes"
 	"context"
 	"crypto/ed25519"
 	"fmt"
 	"net"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"

@@ -120,9 +120,13 @@ func (s *session) List(ctx context.Context, call schema.Session_list) error {
 			}
 		}
 	}
+	// What the caps table knows is read under the lock; the schema form
+	// is written after it.
 	seqs := make([]uint64, len(gs))
+	grantors := make([]string, len(gs))
 	for i, g := range gs {
 		seqs[i] = k.seq.grantSeq[g.ID]
+		grantors[i] = k.grantor(g)
 	}
 	k.seq.mu.Unlock()
 	res, err := call.AllocResults()
@@ -134,7 +138,7 @@ func (s *session) List(ctx context.Context, call schema.Session_list) error {
 		return err
 	}
 	for i, g := range gs {
-		if err := k.fillGrant(l.At(i), g, seqs[i]); err != nil {
+		if err := k.writeGrant(l.At(i), g, seqs[i], grantors[i]); err != nil {
 			return err
 		}
 	}
@@ -143,9 +147,10 @@ func (s *session) List(ctx context.Context, call schema.Session_list) error {
 
 // opened is one capability Session.open hands out.
 type opened struct {
-	grant caps.Grant
-	seq   uint64
-	gate  capnp.Client
+	grant   caps.Grant
+	grantor string // read from the caps table under the sequencer lock
+	seq     uint64
+	gate    capnp.Client
 }
 
 // Open opens gates on the devices at or under a path that the principal
@@ -243,7 +248,7 @@ func (s *session) Open(ctx context.Context, call schema.Session_open) error {
 			continue
 		}
 		gt := k.newGate(s, g.ID, d.Path, f, outward, drv.AddRef(), false)
-		out = append(out, opened{grant: g, seq: seq, gate: gt})
+		out = append(out, opened{grant: g, grantor: k.grantor(g), seq: seq, gate: gt})
 	}
 	k.seq.mu.Unlock()
 	if last != nil {
@@ -280,7 +285,7 @@ func (s *session) Open(ctx context.Context, call schema.Session_open) error {
 		if err != nil {
 			return err
 		}
-		if err := k.fillGrant(g, o.grant, o.seq); err != nil {
+		if err := k.writeGrant(g, o.grant, o.seq, o.grantor); err != nil {
 			return err
 		}
 	}
@@ -599,6 +604,7 @@ func (s *session) Delegate(ctx context.Context, call schema.Session_delegate) er
 	}
 	dec := k.seq.table.Delegate(caps.Delegate{From: from, To: recipient, Methods: methods, Caveats: cav, Now: now})
 	child, p, err := k.recordGrant(ctx, ledger.KindDelegate, s.p.ID, g.Target, g.Interface, dec, from, now)
+	grantor := k.grantor(child)
 	k.seq.mu.Unlock()
 	if err == nil {
 		err = p.Wait(ctx)
@@ -617,7 +623,7 @@ func (s *session) Delegate(ctx context.Context, call schema.Session_delegate) er
 	if err != nil {
 		return err
 	}
-	return k.fillGrant(sg, child, p.Seq())
+	return k.writeGrant(sg, child, p.Seq(), grantor)
 }
 
 // Revoke revokes a grant this principal gave (or holds, or an operator's
