@@ -45,6 +45,7 @@ var commands = map[string]command{
 	"bench ledger":      {summary: "measure ledger append rate, durability latency and proofs against raw Badger", run: runBenchLedger},
 	"caps who":          {summary: "list who holds live power over a device or place, and through which grants", run: runCapsWho},
 	"caps why":          {summary: "show one grant's chain back to the policy: who made it, when, and how it ended", run: runCapsWhy},
+	"demo":              {summary: "start a kernel, generate a building, simulate a working day, verify the ledger", run: runDemo},
 	"ledger checkpoint": {summary: "print the newest signed checkpoint of a ledger", run: runLedgerCheckpoint},
 	"ledger export":     {summary: "write a ledger as a CAR file for standard IPLD tools", run: runLedgerExport},
 	"ledger proof":      {summary: "print and check the inclusion proof of an entry", run: runLedgerProof},
@@ -52,6 +53,8 @@ var commands = map[string]command{
 	"ledger tail":       {summary: "print the last ledger entries; -f follows", run: runLedgerTail},
 	"ledger verify":     {summary: "check every envelope, body, tree hash and checkpoint of a ledger", run: runLedgerVerify},
 	"serve":             {summary: "run the kernel: Cap'n Proto RPC on Unix and TCP sockets, the ledger, the policy", run: runServe},
+	"sim":               {summary: "run the building simulator's device programs and people against a running kernel", run: runSim},
+	"topology gen":      {summary: "generate a building's topology file with device keys derived from a seed", run: runTopologyGen},
 	"trace":             {summary: "list every call on a device, by a principal or under a grant, with decision and result", run: runTrace},
 }
 
