@@ -73,7 +73,9 @@
 //	                     first a multiple of n); a record is the envelope
 //	                     block, then the entry's non-personal body blocks
 //	/c/<byte>/<first seq>           envelope CID digest prefix -> seq, sorted runs
-//	/t/<L>/<N>           tree hash tile N of tile level L (tlog tiles, height 8)
+//	/t/<L>/<N>           tree hash tile N of tile level L (tlog tiles, height 8),
+//	                     once full; before, its pieces /t/<L>/<N>/<first hash>,
+//	                     each holding the hashes one batch added
 //	/k/<size>            stored signed checkpoint
 //	/i/<index>/<value>/<first seq>   index posting list (uvarint deltas)
 //	/p/<pseudonym>/b/<seq>           a data subject's body blocks

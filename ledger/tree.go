@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 
 	ds "github.com/ipfs/go-datastore"
@@ -38,8 +39,9 @@ type edgeHash struct {
 }
 
 type openTile struct {
-	n    int64  // tile index within its tile level
-	data []byte // W*32 bytes; never rewritten in place, only appended to
+	n       int64  // tile index within its tile level
+	data    []byte // W*32 bytes; never rewritten in place, only appended to
+	written int    // bytes of data already handed out by takeDirty
 }
 
 func newTreeBuilder() *treeBuilder {
@@ -79,7 +81,7 @@ func (b *treeBuilder) put(level int, n int64, h tlog.Hash) {
 	t := b.tiles[L]
 	if t == nil || t.n != n/tileWidth {
 		if t != nil && b.dirty[L] {
-			b.full = append(b.full, dirtyTile{L, t.n, t.data})
+			b.full = append(b.full, dirtyTile{L, t.n, t.data, t.written})
 		}
 		t = &openTile{n: n / tileWidth, data: make([]byte, 0, tileWidth*tlog.HashSize)}
 		b.tiles[L] = t
@@ -117,7 +119,21 @@ func (b *treeBuilder) ReadHashes(indexes []int64) ([]tlog.Hash, error) {
 type dirtyTile struct {
 	level int
 	n     int64
-	data  []byte
+	data  []byte // the tile's hashes so far
+	from  int    // bytes of data written before: data[from:] is new
+}
+
+// full reports whether the tile holds all its hashes.
+func (t dirtyTile) full() bool { return len(t.data) == tileWidth*tlog.HashSize }
+
+// put returns the store write of a changed tile: a full tile under its
+// key, once; a partial one as a piece holding only its new hashes, so a
+// quiet ledger writes 32 bytes per entry, not the whole tile every batch.
+func (t dirtyTile) put() kv {
+	if t.full() {
+		return kv{tileKey(t.level, t.n), t.data}
+	}
+	return kv{tilePieceKey(t.level, t.n, t.from/tlog.HashSize), t.data[t.from:]}
 }
 
 // takeDirty returns the tiles changed since the last call. The data slices
@@ -130,7 +146,8 @@ func (b *treeBuilder) takeDirty() []dirtyTile {
 			continue
 		}
 		t := b.tiles[L]
-		out = append(out, dirtyTile{L, t.n, t.data[:len(t.data):len(t.data)]})
+		out = append(out, dirtyTile{L, t.n, t.data[:len(t.data):len(t.data)], t.written})
+		t.written = len(t.data)
 		delete(b.dirty, L)
 	}
 	return out
@@ -170,7 +187,7 @@ func restoreTreeBuilder(size int64, r tlog.HashReader, tiles func(L int, n int64
 			for len(b.tiles) <= L {
 				b.tiles = append(b.tiles, nil)
 			}
-			b.tiles[L] = &openTile{n: tn, data: buf}
+			b.tiles[L] = &openTile{n: tn, data: buf, written: len(buf)}
 		}
 	}
 	return b, nil
@@ -178,6 +195,12 @@ func restoreTreeBuilder(size int64, r tlog.HashReader, tiles func(L int, n int64
 
 func tileKey(L int, n int64) ds.Key {
 	return ds.RawKey(fmt.Sprintf("/t/%d/%012x", L, n))
+}
+
+// tilePieceKey names the hashes of a partial tile from the start-th on.
+// A tile that is not yet full is the concatenation of its pieces.
+func tilePieceKey(L int, n int64, start int) ds.Key {
+	return ds.RawKey(fmt.Sprintf("/t/%d/%012x/%03x", L, n, start))
 }
 
 // tileStore reads stored tiles and serves tree hashes from them, caching
@@ -205,7 +228,7 @@ func (ts *tileStore) tile(L int, n int64) ([]byte, error) {
 	}
 	data, err := ts.store.Get(context.Background(), tileKey(L, n))
 	if errors.Is(err, ds.ErrNotFound) {
-		return nil, fmt.Errorf("%w: tile %d/%d missing", ErrCorrupt, L, n)
+		data, err = ts.pieces(L, n)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read tile %d/%d: %w", L, n, err)
@@ -222,6 +245,28 @@ func (ts *tileStore) tile(L int, n int64) ([]byte, error) {
 		ts.full[k] = data
 		ts.order = append(ts.order, k)
 		ts.mu.Unlock()
+	}
+	return data, nil
+}
+
+// pieces reads a partial tile from its pieces, which must follow one
+// another from the tile's first hash.
+func (ts *tileStore) pieces(L int, n int64) ([]byte, error) {
+	var data []byte
+	prefix := tileKey(L, n).String()
+	err := queryPrefix(context.Background(), ts.store, prefix, false, func(key string, v []byte) (bool, error) {
+		start, err := strconv.ParseUint(key[len(prefix)+1:], 16, 16)
+		if err != nil || int(start)*tlog.HashSize != len(data) || len(v)%tlog.HashSize != 0 {
+			return false, fmt.Errorf("%w: tile %d/%d: piece %s does not follow its %d hashes", ErrCorrupt, L, n, key, len(data)/tlog.HashSize)
+		}
+		data = append(data, v...)
+		return true, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if len(data) == 0 {
+		return nil, fmt.Errorf("%w: tile %d/%d missing", ErrCorrupt, L, n)
 	}
 	return data, nil
 }

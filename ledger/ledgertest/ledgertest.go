@@ -742,6 +742,21 @@ func testTamper(t *testing.T, h Harness) {
 	s = build()
 	flip(s, ds.RawKey("/t/0/000000000001"), func(v []byte) int { return 32*10 + 5 })
 	wantBad(s, 256+10)
+	// A changed hash in a piece of the last, partial tile.
+	s = build()
+	res, err := s.Query(ctx, dsq.Query{Prefix: "/t/0/000000000002", KeysOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pieces, _ := res.Rest()
+	if len(pieces) == 0 {
+		t.Fatal("the partial tile has no pieces")
+	}
+	last := pieces[len(pieces)-1].Key
+	var start uint64
+	fmt.Sscanf(last[len("/t/0/000000000002/"):], "%x", &start)
+	flip(s, ds.RawKey(last), func([]byte) int { return 5 })
+	wantBad(s, 512+start)
 	// A missing run of entries: the first missing seq is named.
 	s = build()
 	k := holding(s, "params-499")
