@@ -91,10 +91,7 @@ func (k *Kernel) serveConn(ctx context.Context, nc net.Conn) {
 	k.mu.Lock()
 	k.nconn++
 	c := &conn{k: k, id: k.nconn, remote: nc.RemoteAddr().String(), nonces: map[string]nonce{}}
-	k.conns[c] = struct{}{}
 	k.mu.Unlock()
-	k.tel.conns.Add(ctx, 1)
-
 	c.codec = newCodec(nc, k.cfg.MaxMessageSize)
 	gw := schema.Gateway_ServerToClient(&gateway{c: c})
 	c.rc = rpc.NewConn(transport.New(c.codec), &rpc.Options{
@@ -102,6 +99,16 @@ func (k *Kernel) serveConn(ctx context.Context, nc net.Conn) {
 		Logger:          rpcLogger{c},
 		// Network stays nil: go-capnp's three-party handoff panics.
 	})
+	// Registered once c.rc is set, so that Close (which reads it under
+	// k.mu) can close every registered connection.
+	k.mu.Lock()
+	closed := k.closed
+	k.conns[c] = struct{}{}
+	k.mu.Unlock()
+	if closed {
+		c.rc.Close()
+	}
+	k.tel.conns.Add(ctx, 1)
 	select {
 	case <-c.rc.Done():
 	case <-ctx.Done():
