@@ -331,3 +331,37 @@ func TestFirstGrant(t *testing.T) {
 		t.Fatalf("Grants() yields %d, want 2", n)
 	}
 }
+
+// TestLive: a grant stands while its chain is unrevoked and unexpired,
+// whatever its method set and rate.
+func TestLive(t *testing.T) {
+	tab, err := New(Config{
+		Interfaces: []Interface{{ID: 0xb1a5, Name: "Light", Methods: []Method{{0, "get"}, {1, "set"}}}},
+		Topology:   []Node{{Path: "pem", Kind: "building"}, {Path: "pem/light-3", Kind: KindDevice, Class: "light"}},
+		Policy:     []PolicyFile{{Name: "p.cedar", Text: `permit (principal, action, resource);`}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Date(2025, 1, 6, 9, 0, 0, 0, time.UTC)
+	root := tab.Open(Open{Holder: Principal{Device, "d1"}, Target: "pem/light-3", Interface: 0xb1a5, Now: now})
+	child := tab.Delegate(Delegate{From: root.Grant, To: Principal{Device, "d2"}, Methods: []string{"get"},
+		Caveats: Caveats{Expires: now.Add(time.Hour), Uses: 1}, Now: now})
+	if !child.OK() {
+		t.Fatal(child.Err())
+	}
+	tab.Admit(Call{Grant: child.Grant, Method: 0, Now: now}) // its one use
+	if d := tab.Live(child.Grant, now.Add(time.Minute)); !d.OK() {
+		t.Fatalf("a used-up but unexpired grant is not live: %v", d.Err())
+	}
+	if d := tab.Live(child.Grant, now.Add(2*time.Hour)); !errors.Is(d.Err(), ErrExpired) {
+		t.Fatalf("after its expiry: %v, want expired", d.Err())
+	}
+	tab.Revoke(Revoke{Grant: root.Grant})
+	if d := tab.Live(child.Grant, now); !errors.Is(d.Err(), ErrRevoked) {
+		t.Fatalf("after its parent's revocation: %v, want revoked", d.Err())
+	}
+	if d := tab.Live(99, now); !errors.Is(d.Err(), ErrNotFound) {
+		t.Fatalf("an unknown grant: %v", d.Err())
+	}
+}

@@ -412,6 +412,29 @@ func (t *Table) Check(c Call) Decision {
 	return Decision{Op: OpCall, Grant: c.Grant}
 }
 
+// Live decides whether grant id still stands at now: it and every grant
+// it derives from exist, are neither revoked nor released, and have not
+// expired. It spends nothing. Capabilities that reach a holder through a
+// grant but are not its methods (a subscription, a listener it passed in)
+// live as long as this holds.
+func (t *Table) Live(id GrantID, now time.Time) Decision {
+	if _, code := t.lookup(id); code != OK {
+		return refuse(OpCall, id, code, "%s: %s", id, code)
+	}
+	ns := now.UnixNano()
+	for at := id; at != 0; {
+		g := &t.grants[at-t.base-1]
+		switch {
+		case g.revoked:
+			return refuse(OpCall, id, CodeRevoked, "%s has been revoked", at)
+		case ns >= g.exp:
+			return refuse(OpCall, id, CodeExpired, "%s expired", at)
+		}
+		at = g.parent
+	}
+	return Decision{Op: OpCall, Grant: id}
+}
+
 // check returns the first refusal along c's chain and the grant refusing.
 func (t *Table) check(c *Call) (Code, GrantID) {
 	g, code := t.lookup(c.Grant)

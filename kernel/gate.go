@@ -199,6 +199,10 @@ func (k *Kernel) admit(ctx context.Context, g *gate, m capnp.Method, args capnp.
 	case k.seq.dead[g.grant]:
 		refusal = errorf(Revoked, m.MethodName, "%s has ended", g.grant)
 	case g.derived:
+		// A subscription, a listener: it lives while its grant stands.
+		if d := k.seq.table.Live(g.grant, k.unix(now)); !d.OK() {
+			refusal = capsError(m.MethodName, d)
+		}
 	default:
 		var cargs []caps.Arg
 		if fn := g.f.args[m.MethodID]; fn != nil && args.IsValid() {

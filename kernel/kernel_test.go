@@ -656,3 +656,65 @@ func (h *harness) waitEntry(match func(*ledger.Envelope) bool) {
 		}
 	}
 }
+
+// TestSubscriptionEndsWithExpiry: readings stop reaching a program once
+// the grant it subscribed through has expired; the refusal is on the
+// ledger.
+func TestSubscriptionEndsWithExpiry(t *testing.T) {
+	h := newHarness(t, 1)
+	const sensor = "cam/pem/f1/r1/occupancy"
+	d := h.login("cam/pem/f1/r1/light-1")
+	ctx := context.Background()
+	of, orel := d.sess.Open(ctx, func(p schema.Session_open_Params) error {
+		if err := p.SetPath(sensor); err != nil {
+			return err
+		}
+		cav, err := p.NewCaveats()
+		if err != nil {
+			return err
+		}
+		cav.SetExpiresAt(h.clock.Now().Add(time.Minute).UnixNano())
+		return nil
+	})
+	ores, err := of.Struct()
+	if err != nil {
+		t.Fatal(err)
+	}
+	held, err := ores.Caps()
+	if err != nil || held.Len() != 1 {
+		t.Fatalf("open: %d caps, %v", held.Len(), err)
+	}
+	c := held.At(0).Cap().AddRef()
+	orel()
+	defer c.Release()
+	l := &listener{got: make(chan float64, 4)}
+	f, rel := schema.Sensor(c).Subscribe(ctx, func(p schema.Sensor_subscribe_Params) error {
+		return p.SetListener(schema.ReadingListener_ServerToClient(l))
+	})
+	if _, err := f.Struct(); err != nil {
+		t.Fatal(err)
+	}
+	rel()
+	fake := h.fakes.Sensors[sensor]
+	if err := fake.Publish(ctx, 3); err != nil {
+		t.Fatal(err)
+	}
+	if v := <-l.got; v != 3 {
+		t.Fatalf("reading %v", v)
+	}
+	h.clock.Advance(2 * time.Minute)
+	start := uint64(h.led.Size())
+	fake.Publish(ctx, 4) // the listener's gate refuses it
+	rs := h.entries(start)
+	if got := kinds(rs); got != "call/deny" {
+		t.Fatalf("ledger after expiry: %s", got)
+	}
+	if e := rs[0].Envelope; e.Actor != sensor || !strings.Contains(e.Reason, "expired") {
+		t.Errorf("refusal %+v", e)
+	}
+	select {
+	case v := <-l.got:
+		t.Fatalf("reading %v delivered after the grant expired", v)
+	default:
+	}
+}
