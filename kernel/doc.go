@@ -10,6 +10,14 @@
 // kernel imports schema, caps and ledger, never a concrete driver: drivers
 // arrive as capnp clients in Config.Drivers.
 //
+// # Start
+//
+// New numbers its grants after the highest grant id the ledger holds, and
+// appends a "start" entry (durable before New returns): grants of earlier
+// runs are not live in this one, and the entry says so on the ledger, so
+// that an auditor reading the ledger alone (osmose caps who) sees them end
+// there. Their holders open again.
+//
 // # Lifecycle of a connection
 //
 //  1. Accept. Each connection gets its own codec (a capnp Decoder with
