@@ -102,9 +102,7 @@
 //     builds envelopes, bodies, tree hashes and index postings in seq order,
 //     and hands the batch to one writer goroutine, which commits it as one
 //     store transaction with one fsync. While a batch is written the next
-//     ones form, and the writer commits every batch that is ready in its
-//     next transaction, so an entry waits at most for the write under way
-//     and its own.
+//     one forms, so a batch spans at most one write's time.
 //  4. When its batch is durable, an entry's Pending is done: Wait returns
 //     and the caller may answer whoever was waiting for the entry.
 //  5. Read entries (Read, Lookup), prove inclusion and consistency

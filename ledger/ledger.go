@@ -225,7 +225,7 @@ func Open(ctx context.Context, store Store, opts Options) (*Ledger, error) {
 		tiles:    newTileStore(store),
 		slots:    make(chan struct{}, opts.MaxPending),
 		wake:     make(chan struct{}, 1),
-		writeCh:  make(chan *batch, maxMerge),
+		writeCh:  make(chan *batch, 1),
 		stopped:  make(chan struct{}),
 		advanced: make(chan struct{}),
 	}
@@ -852,55 +852,21 @@ func (l *Ledger) writeLoop() {
 	defer close(l.stopped)
 	ctx := context.Background()
 	for b := range l.writeCh {
-		// Batches the encoder finished while the last one was written go
-		// out with this one: one transaction, one fsync.
-		batches := []*batch{b}
-		puts := len(b.puts)
-	more:
-		for len(batches) < maxMerge && puts < maxMergePuts {
-			select {
-			case b2, ok := <-l.writeCh:
-				if !ok {
-					break more
-				}
-				batches = append(batches, b2)
-				puts += len(b2.puts)
-			default:
-				break more
-			}
-		}
-		w := b
-		if len(batches) > 1 {
-			w = &batch{puts: make([]kv, 0, puts), state: batches[len(batches)-1].state}
-			for _, x := range batches {
-				w.puts = append(w.puts, x.puts...)
-				w.segments = append(w.segments, x.segments...)
-			}
-		}
 		err := error(nil)
 		if f := l.failed.Load(); f != nil {
 			err = *f
-		} else if err = l.writeBatch(ctx, w); err != nil {
+		} else if err = l.writeBatch(ctx, b); err != nil {
 			err = fmt.Errorf("%w: %v", ErrFailed, err)
 			l.failed.Store(&err)
 			l.opts.Logger.Error("ledger: batch write failed; reopen to recover", "err", err)
 		}
-		for _, x := range batches {
-			for _, p := range x.items {
-				p.err = err
-				close(p.done)
-				<-l.slots
-			}
+		for _, p := range b.items {
+			p.err = err
+			close(p.done)
+			<-l.slots
 		}
 	}
 }
-
-// Bounds on the batches one write merges, so that one store transaction
-// stays within Badger's limits.
-const (
-	maxMerge     = 16
-	maxMergePuts = 4096
-)
 
 // writeBatch commits one batch as one store transaction and syncs it.
 func (l *Ledger) writeBatch(ctx context.Context, b *batch) error {
