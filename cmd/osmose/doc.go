@@ -1,5 +1,5 @@
-// Package main is the osmose command, the one binary of the project: the kernel, the
-// simulator, the operator shell and the auditor's tools. Every wiring
+// Package main is the osmose command, the one binary of the project: the
+// kernel, the simulator and demo, and the auditor's tools. Every wiring
 // decision (which store, which drivers, which policy) is made here, in the
 // open.
 //
