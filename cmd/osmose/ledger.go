@@ -330,13 +330,8 @@ func runLedgerShow(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	defer closeFn()
-	if c.Defined() {
-		if seq, err = l.SeqOf(ctx, c); err != nil {
-			if errors.Is(err, ledger.ErrNotFound) {
-				return failf("no envelope with CID %s on this ledger", c)
-			}
-			return failf("%v", err)
-		}
+	if seq, err = seqOf(ctx, l, seq, c); err != nil {
+		return err
 	}
 	r, err := readEntry(ctx, l, seq)
 	if err != nil {
@@ -410,6 +405,22 @@ func parseSeqOrCID(s string) (uint64, cid.Cid, error) {
 		return 0, cid.Undef, usagef("%q is neither a seq nor a CID", s)
 	}
 	return 0, c, nil
+}
+
+// seqOf returns the seq an argument named: seq itself, or the seq of the
+// envelope with CID c when c is defined.
+func seqOf(ctx context.Context, l *ledger.Ledger, seq uint64, c cid.Cid) (uint64, error) {
+	if !c.Defined() {
+		return seq, nil
+	}
+	seq, err := l.SeqOf(ctx, c)
+	if errors.Is(err, ledger.ErrNotFound) {
+		return 0, failf("no envelope with CID %s on this ledger", c)
+	}
+	if err != nil {
+		return 0, failf("%v", err)
+	}
+	return seq, nil
 }
 
 // envelopeDAGJSON returns an envelope block in the standard dag-json form,
@@ -680,10 +691,8 @@ func runLedgerProof(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	defer closeFn()
-	if c.Defined() {
-		if seq, err = l.SeqOf(ctx, c); err != nil {
-			return failf("no envelope with CID %s on this ledger", c)
-		}
+	if seq, err = seqOf(ctx, l, seq, c); err != nil {
+		return err
 	}
 	r, err := readEntry(ctx, l, seq)
 	if err != nil {
