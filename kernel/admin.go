@@ -9,6 +9,7 @@ import (
 
 	"capnproto.org/go/capnp/v3"
 	"github.com/ipfs/go-cid"
+	"golang.org/x/mod/sumdb/tlog"
 
 	"github.com/osmose-os/osmose/caps"
 	"github.com/osmose-os/osmose/internal/topology"
@@ -129,16 +130,7 @@ func (a *auditor) InclusionProof(ctx context.Context, call schema.Auditor_inclus
 	if err := res.SetLeafHash(leaf[:]); err != nil {
 		return err
 	}
-	hs, err := res.NewHashes(int32(len(proof)))
-	if err != nil {
-		return err
-	}
-	for i, h := range proof {
-		if err := hs.Set(i, h[:]); err != nil {
-			return err
-		}
-	}
-	return nil
+	return setHashes(res.NewHashes, proof)
 }
 
 // ConsistencyProof proves that one tree size is a prefix of another.
@@ -165,16 +157,7 @@ func (a *auditor) ConsistencyProof(ctx context.Context, call schema.Auditor_cons
 	if err != nil {
 		return err
 	}
-	hs, err := res.NewHashes(int32(len(proof)))
-	if err != nil {
-		return err
-	}
-	for i, h := range proof {
-		if err := hs.Set(i, h[:]); err != nil {
-			return err
-		}
-	}
-	return nil
+	return setHashes(res.NewHashes, proof)
 }
 
 // Entry returns one committed envelope with its bodies.
@@ -1212,4 +1195,18 @@ func comparePaths(a, b string) int {
 		}
 		a, b = ar, br
 	}
+}
+
+// setHashes writes a proof's hashes into a new Data list of a result.
+func setHashes(newList func(int32) (capnp.DataList, error), proof []tlog.Hash) error {
+	hs, err := newList(int32(len(proof)))
+	if err != nil {
+		return err
+	}
+	for i, h := range proof {
+		if err := hs.Set(i, h[:]); err != nil {
+			return err
+		}
+	}
+	return nil
 }
