@@ -50,6 +50,78 @@ type gate struct {
 
 	mu    sync.Mutex
 	inner capnp.Client // owned; zero once released or cut
+
+	// Calls wait in the gate's server queue and run one at a time on the
+	// gate's goroutine. A call lets the next one start (server.Call.Go,
+	// which starts a new goroutine to take over the queue) only once its
+	// place in the ledger is fixed and only if another call is waiting:
+	// most gates have one call at a time, and those calls then all run on
+	// one long-lived goroutine instead of a new one each.
+	qmu      sync.Mutex
+	waiting  int          // calls that have arrived and not yet started
+	running  *server.Call // the call holding the queue, nil if none
+	admitted bool         // running's order is fixed: the next may start
+}
+
+// gateHook is a gate's server with arrivals counted (see gate.waiting).
+type gateHook struct {
+	*server.Server
+	g *gate
+}
+
+func (h gateHook) Recv(ctx context.Context, r capnp.Recv) capnp.PipelineCaller {
+	h.g.arrive()
+	return h.Server.Recv(ctx, r)
+}
+
+func (h gateHook) Send(ctx context.Context, s capnp.Send) (*capnp.Answer, capnp.ReleaseFunc) {
+	h.g.arrive()
+	return h.Server.Send(ctx, s)
+}
+
+// arrive notes a call about to join the queue and, if the running call is
+// already admitted, lets the queue go on without it.
+func (g *gate) arrive() {
+	g.qmu.Lock()
+	g.waiting++
+	if g.running != nil && g.admitted {
+		g.running.Go()
+		g.running = nil
+	}
+	g.qmu.Unlock()
+}
+
+// serve runs one call's handler as the holder of the queue.
+func (g *gate) serve(ctx context.Context, call *server.Call, h func(context.Context, *server.Call) error) error {
+	g.qmu.Lock()
+	if g.waiting > 0 { // a call that failed before joining the queue leaves it high: one extra goroutine
+		g.waiting--
+	}
+	g.running, g.admitted = call, false
+	g.qmu.Unlock()
+	defer func() {
+		g.qmu.Lock()
+		if g.running == call {
+			g.running = nil
+		}
+		g.qmu.Unlock()
+	}()
+	return h(ctx, call)
+}
+
+// ordered says that call's place in the ledger is fixed: a call waiting
+// behind it may start now, and one that arrives later will.
+func (g *gate) ordered(call *server.Call) {
+	g.qmu.Lock()
+	if g.running == call {
+		if g.waiting > 0 {
+			call.Go()
+			g.running = nil
+		} else {
+			g.admitted = true
+		}
+	}
+	g.qmu.Unlock()
 }
 
 // gateRegistry finds the derived gates of a grant, to cut them when the
@@ -71,7 +143,7 @@ func (k *Kernel) newGate(s *session, grant caps.GrantID, device string, f *iface
 		methods = make([]server.Method, len(f.methods))
 		for i, m := range f.methods {
 			methods[i] = server.Method{Method: m, Impl: func(ctx context.Context, call *server.Call) error {
-				return g.call(ctx, m, call)
+				return g.serve(ctx, call, func(ctx context.Context, call *server.Call) error { return g.call(ctx, m, call) })
 			}}
 		}
 	}
@@ -80,11 +152,11 @@ func (k *Kernel) newGate(s *session, grant caps.GrantID, device string, f *iface
 		m.InterfaceName, m.MethodName = k.cat.methodName(m)
 		if !derived {
 			return &server.Method{Method: m, Impl: func(ctx context.Context, call *server.Call) error {
-				return g.unknown(ctx, m)
+				return g.serve(ctx, call, func(ctx context.Context, call *server.Call) error { return g.unknown(ctx, m, call) })
 			}}
 		}
 		return &server.Method{Method: m, Impl: func(ctx context.Context, call *server.Call) error {
-			return g.call(ctx, m, call)
+			return g.serve(ctx, call, func(ctx context.Context, call *server.Call) error { return g.call(ctx, m, call) })
 		}}
 	}
 	if derived {
@@ -97,7 +169,7 @@ func (k *Kernel) newGate(s *session, grant caps.GrantID, device string, f *iface
 		set[g] = struct{}{}
 		k.gates.mu.Unlock()
 	}
-	return capnp.NewClient(srv)
+	return capnp.NewClient(gateHook{Server: srv, g: g})
 }
 
 // Shutdown runs when the last reference to the gate is gone.
@@ -269,14 +341,13 @@ func (g *gate) call(ctx context.Context, m capnp.Method, call *server.Call) erro
 	var params []byte
 	if args.IsValid() {
 		var err error
-		if params, err = capnp.Canonicalize(args); err != nil {
-			call.Go()
+		if params, err = canonical(args); err != nil {
 			return toException(&Error{Op: m.MethodName, Kind: Invalid, Cause: err})
 		}
 	}
 	adm := k.admit(ctx, g, m, args, params, start)
 	// Admission fixed the order; later calls on this gate may start.
-	call.Go()
+	g.ordered(call)
 	if adm.err != nil {
 		if adm.pend != nil {
 			if err := adm.pend.Wait(ctx); err != nil {
@@ -303,7 +374,7 @@ func (g *gate) call(ctx context.Context, m capnp.Method, call *server.Call) erro
 	if cerr != nil {
 		ret.Reason = truncate(cerr.Error())
 	} else if res.IsValid() {
-		if ret.Result, cerr = capnp.Canonicalize(res); cerr != nil {
+		if ret.Result, cerr = canonical(res); cerr != nil {
 			ret.Reason = truncate(cerr.Error())
 		}
 	}
@@ -335,7 +406,7 @@ func (g *gate) call(ctx context.Context, m capnp.Method, call *server.Call) erro
 
 // unknown refuses, and records, a call of a method the gate's interface
 // does not have.
-func (g *gate) unknown(ctx context.Context, m capnp.Method) error {
+func (g *gate) unknown(ctx context.Context, m capnp.Method, call *server.Call) error {
 	k := g.k
 	reason := fmt.Sprintf("unimplemented: %s has no method %s (interface %#x, method %d)", g.f.name, m.MethodName, m.InterfaceID, m.MethodID)
 	now := k.now().UnixNano()
@@ -345,6 +416,7 @@ func (g *gate) unknown(ctx context.Context, m capnp.Method) error {
 		Interface: m.InterfaceID, Method: m.MethodID, Decision: ledger.DecisionDeny, Reason: truncate(reason), Time: now,
 	})
 	k.seq.mu.Unlock()
+	g.ordered(call)
 	if err == nil {
 		err = p.Wait(ctx)
 	}
