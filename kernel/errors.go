@@ -69,6 +69,8 @@ func errorf(kind ErrorKind, op, format string, args ...any) *Error {
 var (
 	ErrSessionEnded = errors.New("session ended")
 	ErrGateReleased = errors.New("capability released")
+	// ErrEndedInFlight: the call's grant ended while the driver had it.
+	ErrEndedInFlight = errors.New("grant ended while the call was in flight")
 	ErrLoginFailed  = errors.New("login failed")
 	ErrTooMany      = errors.New("too many calls in flight")
 )

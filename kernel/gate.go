@@ -2,6 +2,7 @@ package kernel
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 
@@ -212,6 +213,7 @@ func (k *Kernel) cut(ids []caps.GrantID) {
 	for _, g := range gs {
 		g.cut()
 	}
+	k.seq.ground(ids)
 }
 
 // wrap returns the capability c as the program or the driver on the other
@@ -255,13 +257,15 @@ type admission struct {
 	err     error           // a refusal (*Error), or a failure to record
 	ans     *capnp.Answer   // the driver's answer when admitted
 	release capnp.ReleaseFunc
+	ctx     context.Context // the driver's context: cancelled when the grant ends
+	cancel  context.CancelCauseFunc
 }
 
 // admit decides a call, records it and, when admitted, forwards it, all in
 // one critical section of the sequencer: so the ledger order of call
 // entries is the admission order, no call is admitted after its grant's
 // revocation, and the calls on one driver are sent in admission order.
-func (k *Kernel) admit(ctx context.Context, g *gate, m capnp.Method, args capnp.Struct, params []byte, now int64) admission {
+func (k *Kernel) admit(ctx context.Context, g *gate, m capnp.Method, args capnp.Struct, params []byte, now int64) *admission {
 	k.seq.mu.Lock()
 	defer k.seq.mu.Unlock()
 	var refusal *Error
@@ -303,11 +307,14 @@ func (k *Kernel) admit(ctx context.Context, g *gate, m capnp.Method, args capnp.
 	p, err := k.led.Append(ctx, e)
 	if err != nil {
 		target.Release()
-		return admission{err: &Error{Op: m.MethodName, Kind: Failed, Cause: fmt.Errorf("record call: %w", err)}}
+		return &admission{err: &Error{Op: m.MethodName, Kind: Failed, Cause: fmt.Errorf("record call: %w", err)}}
 	}
 	if refusal != nil {
-		return admission{pend: p, err: refusal}
+		return &admission{pend: p, err: refusal}
 	}
+	a := &admission{pend: p}
+	a.ctx, a.cancel = context.WithCancelCause(ctx)
+	k.seq.fly(g.grant, a)
 	send := capnp.Send{Method: m}
 	if args.IsValid() {
 		send.ArgsSize = args.Size()
@@ -319,9 +326,9 @@ func (k *Kernel) admit(ctx context.Context, g *gate, m capnp.Method, args capnp.
 			return nil
 		}
 	}
-	ans, rel := target.SendCall(ctx, send)
+	a.ans, a.release = target.SendCall(a.ctx, send)
 	target.Release()
-	return admission{pend: p, ans: ans, release: rel}
+	return a
 }
 
 // call is the gate's handler for every method.
@@ -364,9 +371,14 @@ func (g *gate) call(ctx context.Context, m capnp.Method, call *server.Call) erro
 	select {
 	case <-adm.ans.Done():
 		res, cerr = adm.ans.Struct()
-	case <-ctx.Done():
-		cerr = ctx.Err()
+	case <-adm.ctx.Done():
+		cerr = context.Cause(adm.ctx)
+		if errors.Is(cerr, errEnded) {
+			cerr = &Error{Op: m.MethodName, Kind: Revoked, Cause: fmt.Errorf("%w (%s)", ErrEndedInFlight, g.grant)}
+		}
 	}
+	k.seq.land(g.grant, adm)
+	adm.cancel(nil)
 	ret := ledger.Entry{
 		Kind: "return", Actor: g.actor, Grant: uint64(g.grant), Device: g.device,
 		Interface: m.InterfaceID, Method: m.MethodID, Ref: adm.pend.Seq(), Time: k.now().UnixNano(),
@@ -401,7 +413,7 @@ func (g *gate) call(ctx context.Context, m capnp.Method, call *server.Call) erro
 		reason = cerr.Error()
 	}
 	k.tel.done(ctx, span, g, m, true, reason, start, k.now().UnixNano())
-	return cerr
+	return toException(cerr)
 }
 
 // unknown refuses, and records, a call of a method the gate's interface

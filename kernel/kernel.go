@@ -163,7 +163,10 @@ func New(cfg Config) (*Kernel, error) {
 	if err := recordStart(context.Background(), cfg.Ledger, first, cfg.Now()); err != nil {
 		return nil, fmt.Errorf("kernel: %w", err)
 	}
-	k.seq = sequencer{table: table, dead: map[caps.GrantID]bool{}, grantSeq: map[caps.GrantID]uint64{}}
+	if err := recordPolicy(context.Background(), cfg.Ledger, cfg.Policy, cfg.Now().UnixNano()); err != nil {
+		return nil, fmt.Errorf("kernel: %w", err)
+	}
+	k.seq = sequencer{table: table, dead: map[caps.GrantID]bool{}, grantSeq: map[caps.GrantID]uint64{}, flight: map[caps.GrantID]map[*admission]struct{}{}}
 	k.gates.byGrant = map[caps.GrantID]map[*gate]struct{}{}
 	return k, nil
 }

@@ -1,6 +1,8 @@
 package kernel
 
 import (
+	"errors"
+	"fmt"
 	"sync"
 	"time"
 
@@ -18,7 +20,49 @@ type sequencer struct {
 	table    *caps.Table
 	dead     map[caps.GrantID]bool   // grants revoked or released (for derived gates)
 	grantSeq map[caps.GrantID]uint64 // ledger seq of the entry that made each grant
+
+	// flight holds the calls each grant has at its drivers, to cancel
+	// them when the grant ends. Calls join under mu (at admission) and
+	// leave under fmu alone; lock order mu, then fmu.
+	fmu    sync.Mutex
+	flight map[caps.GrantID]map[*admission]struct{}
 }
+
+// fly registers an admitted call of grant to be cancelled with the grant.
+// The caller holds mu.
+func (s *sequencer) fly(grant caps.GrantID, a *admission) {
+	s.fmu.Lock()
+	set := s.flight[grant]
+	if set == nil {
+		set = map[*admission]struct{}{}
+		s.flight[grant] = set
+	}
+	set[a] = struct{}{}
+	s.fmu.Unlock()
+}
+
+// land removes a call from flight once it has its answer.
+func (s *sequencer) land(grant caps.GrantID, a *admission) {
+	s.fmu.Lock()
+	delete(s.flight[grant], a)
+	s.fmu.Unlock()
+}
+
+// ground cancels every call in flight of the grants ids, which have ended.
+// The caller holds mu.
+func (s *sequencer) ground(ids []caps.GrantID) {
+	s.fmu.Lock()
+	defer s.fmu.Unlock()
+	for _, id := range ids {
+		for a := range s.flight[id] {
+			a.cancel(fmt.Errorf("%w: %w (%s)", errEnded, ErrEndedInFlight, id))
+		}
+		delete(s.flight, id)
+	}
+}
+
+// errEnded marks a cancellation by ground.
+var errEnded = errors.New("revoked")
 
 // held returns a live grant that holder holds on target for the
 // interface, or 0. The caller holds mu.

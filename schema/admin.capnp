@@ -305,6 +305,33 @@ interface Operator {
   # and the subject's secrets, and revokes the subject's grants. Envelopes,
   # the tree and all checkpoints stay byte-identical. Error "not-exist" for
   # an unknown subject.
+
+  setPolicy @9 (files :List(PolicyFile)) -> (summary :Text, revoked :List(Text));
+  # Replaces the Cedar policy that decides what open and delegate grant.
+  # Every file is parsed and type-checked first: on any error nothing
+  # changes and the error ("invalid: ...") names each file, line and
+  # reason. Then every standing grant is re-checked against the new policy
+  # and those it would no longer give are revoked, with their subtrees
+  # (`revoked`, grant ids). The change (the files' text), or its refusal,
+  # is a "policy" entry on the ledger; the revocations a "revoke" entry.
+
+  presence @10 (person :Text, place :Text, present :Bool) -> (revoked :List(Text));
+  # Reports that a person (their principal id, a pseudonym) entered
+  # (`present`) or left a place: the input of badge readers and presence
+  # bridges. Leaving revokes every grant bound to the person's presence in
+  # that place (`revoked`). The report is a "presence" entry whose bodies
+  # are the person's data (erased with them); revocations are a separate
+  # "revoke" entry. Error "not-exist" for a place or person the topology
+  # does not have.
+}
+
+struct PolicyFile {
+  # One Cedar policy file.
+
+  name @0 :Text;
+  # Where the text came from (a file name), for error messages.
+
+  text @1 :Text;
 }
 
 interface Auditor {

@@ -43,7 +43,8 @@ var RoomDevices = []struct {
 
 // Building returns a topology of one site "cam", building "cam/pem", floor
 // "cam/pem/f1" and rooms "cam/pem/f1/r1".. with RoomDevices each, plus an
-// operator "op", an app "scenes" and an auditor "audit". Every key is
+// operator "op", an app "scenes", an auditor "audit" and a person (by
+// pseudonym) "p-ada". Every key is
 // Key(seed, id).
 func Building(seed string, rooms int) *topology.Topology {
 	t := &topology.Topology{}
@@ -62,7 +63,7 @@ func Building(seed string, rooms int) *topology.Topology {
 	for _, p := range []struct {
 		id   string
 		kind schema.PrincipalKind
-	}{{"op", schema.PrincipalKind_operator}, {"scenes", schema.PrincipalKind_app}, {"audit", schema.PrincipalKind_auditor}} {
+	}{{"op", schema.PrincipalKind_operator}, {"scenes", schema.PrincipalKind_app}, {"audit", schema.PrincipalKind_auditor}, {"p-ada", schema.PrincipalKind_person}} {
 		t.Principals = append(t.Principals, topology.Principal{ID: p.id, Kind: p.kind, Key: Key(seed, p.id).Public().(ed25519.PublicKey)})
 	}
 	t.Index()
@@ -71,7 +72,8 @@ func Building(seed string, rooms int) *topology.Topology {
 
 // Policy is a Cedar policy for Building: a device program may use the
 // lights of its own room dimmed to 0..80 %, and every other device of its
-// room; operators may use everything; the app gets lights by delegation.
+// room; operators may use everything; the app gets lights by delegation;
+// a person the lights of a room while present in it.
 const Policy = `// Device programs: their own room.
 @range("level=0..80")
 permit (principal is Device, action in Action::"Light", resource is Device)
@@ -82,6 +84,11 @@ permit (principal is Device, action in [Action::"Sensor", Action::"Switch", Acti
 when { principal.place == resource.place };
 
 permit (principal is Operator, action, resource);
+
+// People: the lights of a room they are in, while they are there.
+@presence("room")
+permit (principal is Person, action in Action::"Light", resource is Device)
+when { principal in resource.place };
 
 permit (principal is App, action in Action::"Light", resource)
 when { context.op == "delegate" };
