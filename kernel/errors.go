@@ -71,8 +71,8 @@ var (
 	ErrGateReleased = errors.New("capability released")
 	// ErrEndedInFlight: the call's grant ended while the driver had it.
 	ErrEndedInFlight = errors.New("grant ended while the call was in flight")
-	ErrLoginFailed  = errors.New("login failed")
-	ErrTooMany      = errors.New("too many calls in flight")
+	ErrLoginFailed   = errors.New("login failed")
+	ErrTooMany       = errors.New("too many calls in flight")
 )
 
 // capsKind maps a caps decision code to the syscall error kind.
