@@ -11,8 +11,10 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"capnproto.org/go/capnp/v3"
@@ -33,6 +35,11 @@ printed), the building from --topology and the Cedar policy from --policy.
 
 Drivers: --drivers fake (the only backend so far) serves every device of
 the topology with an in-memory fake from kernel/kerneltest.
+
+On SIGHUP it reads the --policy files again and puts them in force (a
+"policy" entry; standing grants the new policy would not give are revoked).
+A policy with errors is refused, the errors printed, and the old one stays.
+Operators can do the same over RPC (Operator.setPolicy).
 
 It stops on SIGINT or SIGTERM: connections end, the ledger is closed with a
 final checkpoint.`
@@ -77,13 +84,9 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return failf("%v", err)
 	}
-	var pf []caps.PolicyFile
-	for _, p := range policies {
-		b, err := os.ReadFile(p)
-		if err != nil {
-			return failf("policy: %v", err)
-		}
-		pf = append(pf, caps.PolicyFile{Name: p, Text: string(b)})
+	pf, err := readPolicies(policies)
+	if err != nil {
+		return failf("%v", err)
 	}
 	if err := os.MkdirAll(*data, 0o755); err != nil {
 		return failf("data directory: %v", err)
@@ -138,6 +141,19 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	}
 	fmt.Fprintf(e.stderr, "osmose kernel %q: %d places, %d devices, %d principals; ledger %s at size %d; verifier %s\n",
 		k.ID(), len(top.Places), len(top.Devices), len(top.Principals), filepath.Join(*data, "ledger"), led.Size(), led.Meta().Verifier)
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				reloadPolicy(ctx, e, k, policies)
+			}
+		}
+	}()
 	errs := make(chan error, len(ls))
 	for _, l := range ls {
 		fmt.Fprintf(e.stderr, "serving on %s:%s\n", l.Addr().Network(), l.Addr())
@@ -190,4 +206,32 @@ func loadOrCreateKey(path string) (ed25519.PrivateKey, error) {
 	default:
 		return nil, fmt.Errorf("read kernel key: %w", err)
 	}
+}
+
+// readPolicies reads the --policy files.
+func readPolicies(paths []string) ([]caps.PolicyFile, error) {
+	var pf []caps.PolicyFile
+	for _, p := range paths {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return nil, fmt.Errorf("policy: %v", err)
+		}
+		pf = append(pf, caps.PolicyFile{Name: p, Text: string(b)})
+	}
+	return pf, nil
+}
+
+// reloadPolicy puts the --policy files in force again (on SIGHUP).
+func reloadPolicy(ctx context.Context, e *env, k *kernel.Kernel, paths []string) {
+	pf, err := readPolicies(paths)
+	if err != nil {
+		fmt.Fprintf(e.stderr, "SIGHUP: %v; the policy in force stays\n", err)
+		return
+	}
+	ch, err := k.SetPolicy(ctx, "kernel", pf)
+	if err != nil {
+		fmt.Fprintf(e.stderr, "SIGHUP: policy refused, the policy in force stays: %v\n", err)
+		return
+	}
+	fmt.Fprintf(e.stderr, "SIGHUP: %s (ledger seq %d); %d grants revoked %v\n", ch.Summary, ch.Seq, len(ch.Revoked), ch.Revoked)
 }

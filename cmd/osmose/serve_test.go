@@ -6,8 +6,11 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"sync"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/osmose-os/osmose/kernel/kerneltest"
 	"github.com/osmose-os/osmose/schema"
@@ -86,6 +89,49 @@ func TestServe(t *testing.T) {
 		s.Release()
 		c.Close()
 	}
+
+	// SIGHUP reloads the policy: a bad one is refused, a good one revokes
+	// the grants it no longer gives.
+	c, err := kerneltest.Dial(ctx, "unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	id := "cam/pem/f1/r1/light-1"
+	s, err := kerneltest.Login(ctx, c.Gateway, "osmose/serve-test", id, kerneltest.Key("serve", id))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Release()
+	cs, _, err := kerneltest.Open(ctx, s, "cam/pem/f1/r1/light-2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs[0].Release()
+	hup := func(want string) {
+		t.Helper()
+		if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
+		for !strings.Contains(stderr.String(), want) {
+			select {
+			case <-stderr.wrot:
+			case <-time.After(10 * time.Second):
+				t.Fatalf("no %q after SIGHUP: %s", want, stderr.String())
+			}
+		}
+	}
+	os.WriteFile(policy, []byte("permit (principal, action, resource) when { principal.nosuch };\n"), 0o644)
+	hup("SIGHUP: policy refused")
+	if err := kerneltest.Call(ctx, schema.Light(cs[0]), 40); err != nil {
+		t.Fatalf("call after a refused policy: %v", err)
+	}
+	os.WriteFile(policy, []byte("permit (principal is Operator, action, resource);\n"), 0o644)
+	hup("SIGHUP: loaded 1 policies")
+	if err := kerneltest.Call(ctx, schema.Light(cs[0]), 50); err == nil || !strings.Contains(err.Error(), "revoked") {
+		t.Errorf("call after the new policy: %v, want revoked", err)
+	}
+
 	cancel()
 	if c := <-code; c != 0 {
 		t.Fatalf("serve exited %d: %s", c, stderr.String())
