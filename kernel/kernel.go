@@ -163,6 +163,9 @@ func New(cfg Config) (*Kernel, error) {
 	if err := recordStart(context.Background(), cfg.Ledger, first, cfg.Now()); err != nil {
 		return nil, fmt.Errorf("kernel: %w", err)
 	}
+	if err := recordTopology(context.Background(), cfg.Ledger, cfg.Topology, cfg.Now().UnixNano()); err != nil {
+		return nil, fmt.Errorf("kernel: %w", err)
+	}
 	if err := recordPolicy(context.Background(), cfg.Ledger, cfg.Policy, cfg.Now().UnixNano()); err != nil {
 		return nil, fmt.Errorf("kernel: %w", err)
 	}

@@ -2,8 +2,13 @@ package kernel_test
 
 import (
 	"context"
+	"crypto/sha256"
 	"testing"
 
+	"github.com/osmose-os/osmose/caps"
+	"github.com/osmose-os/osmose/internal/topology"
+	"github.com/osmose-os/osmose/kernel"
+	"github.com/osmose-os/osmose/kernel/kerneltest"
 	"github.com/osmose-os/osmose/ledger"
 	"github.com/osmose-os/osmose/schema"
 )
@@ -52,5 +57,49 @@ func TestRestartContinuesGrantIDs(t *testing.T) {
 	}
 	if len(seen) != 2 {
 		t.Fatalf("%d grants on the ledger, want 2", len(seen))
+	}
+}
+
+// TestStartRecordsBuilding: a kernel's first entries after "start" hold
+// its topology (which parses back to the same building) and its policy.
+func TestStartRecordsBuilding(t *testing.T) {
+	h := newHarness(t, 2)
+	var yaml []byte
+	var sum [32]byte
+	var policy []caps.PolicyFile
+	for seq := uint64(0); seq < uint64(h.led.Size()); seq++ {
+		r, err := h.led.Read(context.Background(), seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch r.Envelope.Kind {
+		case kernel.KindTopology:
+			_, _, s, err := kernel.ParseTopologyPart(r.Envelope.Reason)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sum = s
+			yaml = append(yaml, r.Result()...)
+		case ledger.KindPolicy:
+			if policy, err = kernel.DecodePolicy(r.Result()); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if sha256.Sum256(yaml) != sum {
+		t.Fatalf("topology parts do not hash to %x", sum)
+	}
+	top, err := topology.Parse("ledger", yaml)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(top.Devices) != len(h.top.Devices) || len(top.Principals) != len(h.top.Principals) {
+		t.Errorf("topology from the ledger: %d devices, %d principals; want %d, %d", len(top.Devices), len(top.Principals), len(h.top.Devices), len(h.top.Principals))
+	}
+	if len(policy) != 1 || policy[0].Text != kerneltest.Policy {
+		t.Errorf("policy from the ledger: %+v", policy)
+	}
+	if _, _, _, err := kernel.ParseTopologyPart("topology part 3/2, sha256 00"); err == nil {
+		t.Error("a malformed part reason parsed")
 	}
 }
