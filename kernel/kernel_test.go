@@ -696,6 +696,44 @@ func TestSessionEndsOnDisconnect(t *testing.T) {
 	}
 }
 
+// TestLogout: a program that logs out ends its session with a "logout"
+// entry, durable when logout returns, whatever it does next; its
+// capabilities stop working.
+func TestLogout(t *testing.T) {
+	h := newHarness(t, 1)
+	const me = "cam/pem/f1/r1/light-1"
+	d := h.login(me)
+	c, _ := h.open(d, "cam/pem/f1/r1/light-2")
+	f, rel := d.sess.Logout(context.Background(), nil)
+	if _, err := f.Struct(); err != nil {
+		t.Fatal(err)
+	}
+	rel()
+	last, err := h.led.Read(context.Background(), uint64(h.led.Size()-1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e := last.Envelope; e.Kind != "logout" || e.Actor != me {
+		t.Errorf("last entry %+v, want %s's logout", e, me)
+	}
+	wantErr(t, "call after logout", setLevel(schema.Light(c), 5), "session ended")
+	f2, rel2 := d.sess.Logout(context.Background(), nil)
+	_, err = f2.Struct()
+	rel2()
+	wantErr(t, "second logout", err, "session ended")
+	// Closing now records nothing more for the session.
+	size := h.led.Size()
+	c.Release()
+	d.c.Close()
+	d2 := h.login("cam/pem/f1/r1/light-2") // a later entry, once the close is seen
+	_ = d2
+	for _, r := range h.entries(uint64(size)) {
+		if e := r.Envelope; e.Actor == me {
+			t.Errorf("entry after logout: %+v", e)
+		}
+	}
+}
+
 // waitEntry waits until the ledger holds an entry that match accepts,
 // blocking on the ledger's growth (WaitSize) between looks.
 func (h *harness) waitEntry(match func(*ledger.Envelope) bool) {

@@ -47,22 +47,41 @@ func (s *session) Shutdown() {
 	s.end("session released", "logout")
 }
 
+// Logout ends the session at the program's request.
+func (s *session) Logout(ctx context.Context, call schema.Session_logout) error {
+	const op = "logout"
+	if err := s.enter(op); err != nil {
+		return err
+	}
+	defer s.c.leave()
+	p := s.end("logout requested", "logout")
+	if p == nil {
+		return toException(&Error{Op: op, Kind: Revoked, Cause: ErrSessionEnded})
+	}
+	if err := p.Wait(ctx); err != nil {
+		return toException(&Error{Op: op, Kind: Failed, Cause: err})
+	}
+	return nil
+}
+
 // end ends the session once: its gates stop admitting calls, and the end is
-// on the ledger.
-func (s *session) end(reason, kind string) {
+// on the ledger. It returns the entry, nil if the session had ended
+// already or the entry could not be appended.
+func (s *session) end(reason, kind string) *ledger.Pending {
 	k := s.k
 	k.seq.mu.Lock()
 	if s.ended {
 		k.seq.mu.Unlock()
-		return
+		return nil
 	}
 	s.ended = true
-	_, err := k.led.Append(context.Background(), ledger.Entry{
+	p, err := k.led.Append(context.Background(), ledger.Entry{
 		Kind: ledger.Kind(kind), Actor: s.p.ID, Reason: truncate(reason), Time: k.now().UnixNano(),
 	})
 	k.seq.mu.Unlock()
 	if err != nil {
 		k.log.Warn("record session end", "principal", s.p.ID, "err", err)
+		p = nil
 	}
 	s.c.mu.Lock()
 	for i, o := range s.c.sessions {
@@ -72,6 +91,7 @@ func (s *session) end(reason, kind string) {
 		}
 	}
 	s.c.mu.Unlock()
+	return p
 }
 
 func (s *session) enter(op string) error {
@@ -173,6 +193,7 @@ func (s *session) Open(ctx context.Context, call schema.Session_open) error {
 	}
 	var cav caps.Caveats
 	var methods []string
+	var wire schema.Caveats // the caveats as asked, for the entries' request bodies
 	hasCav := false
 	if args.HasCaveats() {
 		sc, err := args.Caveats()
@@ -182,6 +203,7 @@ func (s *session) Open(ctx context.Context, call schema.Session_open) error {
 		if cav, methods, hasCav, err = capsCaveats(sc); err != nil {
 			return toException(&Error{Op: op, Kind: Invalid, Cause: err})
 		}
+		wire = sc
 	}
 	if !s.canHold {
 		return toException(errorf(Permission, op, "a %s holds no grants", s.p.Kind))
@@ -234,7 +256,11 @@ func (s *session) Open(ctx context.Context, call schema.Session_open) error {
 			g, _ = k.seq.table.Grant(dec.Grant)
 		} else {
 			var p *ledger.Pending
-			g, p, err = k.recordGrant(ctx, kind, s.p.ID, d.Path, f.id, dec, id, now)
+			var from caps.GrantID
+			if kind == ledger.KindDelegate {
+				from = id
+			}
+			g, p, err = k.recordGrant(ctx, kind, s.p.ID, d.Path, f.id, dec, id, now, grantAsk{from: from, holder: s.p.ID, caveats: wire})
 			if err != nil {
 				refusal = &Error{Op: op, Kind: Failed, Cause: err}
 				break
@@ -317,16 +343,105 @@ func wantClass(classes schema.DeviceClass_List, c schema.DeviceClass) bool {
 	return false
 }
 
+// grantAsk is the question a grant or delegation decision answered, as
+// the request body of its entry records it (see GrantRequest).
+type grantAsk struct {
+	from    caps.GrantID   // the grant delegated from; 0 for a root grant
+	holder  string         // login id of the principal the grant is for
+	caveats schema.Caveats // as asked on the wire; the zero value when none were
+}
+
+// GrantRequest is the params body of a "grant" or "delegate" entry,
+// decoded: the question the caps table was asked, so that replay
+// (internal/replay) can ask it again. The body is the canonical Cap'n
+// Proto encoding of a Session.delegate params struct: grant is the grant
+// delegated from ("" for a root grant), to the holder, and caveats the
+// caveats the requester asked for (methods included), absent when it
+// asked none. Operator.grant, Session.open and Session.delegate all record
+// their requests in this one form.
+type GrantRequest struct {
+	From    caps.GrantID // the grant delegated from; 0 for a root grant
+	Holder  string       // login id of the principal the grant was asked for
+	Methods []string     // methods asked for; nil asks for every method the policy permits
+	Caveats caps.Caveats // caveats the requester added
+}
+
+// encode returns the request body of an entry.
+func (a grantAsk) encode() ([]byte, error) {
+	_, seg, err := capnp.NewMessage(capnp.SingleSegment(nil))
+	if err != nil {
+		return nil, err
+	}
+	r, err := schema.NewRootSession_delegate_Params(seg)
+	if err != nil {
+		return nil, err
+	}
+	if a.from != 0 {
+		if err := r.SetGrant(a.from.String()); err != nil {
+			return nil, err
+		}
+	}
+	if err := r.SetTo(a.holder); err != nil {
+		return nil, err
+	}
+	if capnp.Struct(a.caveats).IsValid() {
+		if err := r.SetCaveats(a.caveats); err != nil {
+			return nil, err
+		}
+	}
+	return capnp.Canonicalize(capnp.Struct(r))
+}
+
+// DecodeGrantRequest reads the params body of a "grant" or "delegate"
+// entry. Its caveats are converted as the kernel converted them when it
+// asked the caps table.
+func DecodeGrantRequest(body []byte) (GrantRequest, error) {
+	var q GrantRequest
+	msg, _, err := capnp.NewMessage(capnp.SingleSegment(body))
+	if err != nil {
+		return q, fmt.Errorf("grant request body: %w", err)
+	}
+	r, err := schema.ReadRootSession_delegate_Params(msg)
+	if err != nil {
+		return q, fmt.Errorf("grant request body: %w", err)
+	}
+	from, err := r.Grant()
+	if err != nil {
+		return q, fmt.Errorf("grant request body: %w", err)
+	}
+	if from != "" {
+		id, perr := parseGrant("delegate", from)
+		if perr != nil {
+			return q, fmt.Errorf("grant request body: grant %q is not a grant id", from)
+		}
+		q.From = id
+	}
+	if q.Holder, err = r.To(); err != nil {
+		return q, fmt.Errorf("grant request body: %w", err)
+	}
+	if r.HasCaveats() {
+		sc, err := r.Caveats()
+		if err == nil {
+			q.Caveats, q.Methods, _, err = capsCaveats(sc)
+		}
+		if err != nil {
+			return q, fmt.Errorf("grant request body: caveats: %w", err)
+		}
+	}
+	return q, nil
+}
+
 // recordGrant records a grant or delegation decision of the caps table
-// (parent is the grant delegated from, 0 for a root) and, for a grant it
-// made, remembers the seq of the entry that made it. It returns the grant
-// made (zero when refused) and the entry. The caller holds k.seq.mu.
-func (k *Kernel) recordGrant(ctx context.Context, kind ledger.Kind, actor, target string, ifaceID uint64, dec caps.Decision, parent caps.GrantID, now time.Time) (caps.Grant, *ledger.Pending, error) {
+// (parent is the grant delegated from, 0 for a root; ask is the question
+// it answered) and, for a grant it made, remembers the seq of the entry
+// that made it. It returns the grant made (zero when refused) and the
+// entry. The caller holds k.seq.mu.
+func (k *Kernel) recordGrant(ctx context.Context, kind ledger.Kind, actor, target string, ifaceID uint64, dec caps.Decision, parent caps.GrantID, now time.Time, ask grantAsk) (caps.Grant, *ledger.Pending, error) {
 	var g caps.Grant
 	if dec.OK() {
 		g, _ = k.seq.table.Grant(dec.Grant)
 	}
-	p, err := k.appendGrant(ctx, kind, actor, target, ifaceID, dec, g, parent, now)
+	p, err := k.appendGrant(ctx, kind, actor, target, ifaceID, dec, g, parent, now, ask)
 	if err != nil {
 		return g, nil, err
 	}
@@ -336,12 +451,18 @@ func (k *Kernel) recordGrant(ctx context.Context, kind ledger.Kind, actor, targe
 	return g, p, nil
 }
 
-// appendGrant records a grant or delegation decision. The caller holds
+// appendGrant records a grant or delegation decision: the request in
+// the params body, the grant made in the result body. The caller holds
 // k.seq.mu.
-func (k *Kernel) appendGrant(ctx context.Context, kind ledger.Kind, actor, target string, ifaceID uint64, dec caps.Decision, g caps.Grant, parent caps.GrantID, now time.Time) (*ledger.Pending, error) {
+func (k *Kernel) appendGrant(ctx context.Context, kind ledger.Kind, actor, target string, ifaceID uint64, dec caps.Decision, g caps.Grant, parent caps.GrantID, now time.Time, ask grantAsk) (*ledger.Pending, error) {
+	req, err := ask.encode()
+	if err != nil {
+		return nil, fmt.Errorf("record the request: %w", err)
+	}
 	e := ledger.Entry{
 		Kind: kind, Actor: actor, Grant: uint64(dec.Grant), Device: target, Interface: ifaceID,
 		Decision: ledger.DecisionAdmit, Reason: truncate(dec.Reason), Ref: k.seq.grantSeq[parent], Time: now.UnixNano(),
+		Params: req,
 	}
 	if !dec.OK() {
 		e.Decision = ledger.DecisionDeny
@@ -575,6 +696,7 @@ func (s *session) Delegate(ctx context.Context, call schema.Session_delegate) er
 	}
 	var cav caps.Caveats
 	var methods []string
+	var wire schema.Caveats
 	if args.HasCaveats() {
 		sc, err := args.Caveats()
 		if err == nil {
@@ -583,6 +705,7 @@ func (s *session) Delegate(ctx context.Context, call schema.Session_delegate) er
 		if err != nil {
 			return toException(&Error{Op: op, Kind: Invalid, Cause: err})
 		}
+		wire = sc
 	}
 	if !s.canHold {
 		return toException(errorf(Permission, op, "a %s holds no grants", s.p.Kind))
@@ -603,7 +726,7 @@ func (s *session) Delegate(ctx context.Context, call schema.Session_delegate) er
 		return toException(errorf(Permission, op, "%s is not your grant", gs))
 	}
 	dec := k.seq.table.Delegate(caps.Delegate{From: from, To: recipient, Methods: methods, Caveats: cav, Now: now})
-	child, p, err := k.recordGrant(ctx, ledger.KindDelegate, s.p.ID, g.Target, g.Interface, dec, from, now)
+	child, p, err := k.recordGrant(ctx, ledger.KindDelegate, s.p.ID, g.Target, g.Interface, dec, from, now, grantAsk{from: from, holder: tp.ID, caveats: wire})
 	grantor := k.grantor(child)
 	k.seq.mu.Unlock()
 	if err == nil {

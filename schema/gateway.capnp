@@ -151,6 +151,13 @@ interface Session {
   auditor @8 () -> (auditor :Admin.Auditor);
   # The read-only auditor interface. Error "permission" unless the
   # principal's kind is auditor or operator.
+
+  logout @9 () -> ();
+  # Ends the session: every capability it opened stops working, and the
+  # end is a "logout" entry, durable when this returns. A session that is
+  # dropped without logout, or whose connection goes down, ends as
+  # "logout" or "disconnect" depending on which the kernel sees first; a
+  # program that wants its ledger to say which calls logout, then closes.
 }
 
 struct Held {

@@ -788,6 +788,26 @@ func (c Session) Auditor(ctx context.Context, params func(Session_auditor_Params
 
 }
 
+func (c Session) Logout(ctx context.Context, params func(Session_logout_Params) error) (Session_logout_Results_Future, capnp.ReleaseFunc) {
+
+	s := capnp.Send{
+		Method: capnp.Method{
+			InterfaceID:   0xcc42e2822e47411f,
+			MethodID:      9,
+			InterfaceName: "gateway.capnp:Session",
+			MethodName:    "logout",
+		},
+	}
+	if params != nil {
+		s.ArgsSize = capnp.ObjectSize{DataSize: 0, PointerCount: 0}
+		s.PlaceArgs = func(s capnp.Struct) error { return params(Session_logout_Params(s)) }
+	}
+
+	ans, release := capnp.Client(c).SendCall(ctx, s)
+	return Session_logout_Results_Future{Future: ans.Future()}, release
+
+}
+
 func (c Session) WaitStreaming() error {
 	return capnp.Client(c).WaitStreaming()
 }
@@ -878,6 +898,8 @@ type Session_Server interface {
 	Operator(context.Context, Session_operator) error
 
 	Auditor(context.Context, Session_auditor) error
+
+	Logout(context.Context, Session_logout) error
 }
 
 // Session_NewServer creates a new Server from an implementation of Session_Server.
@@ -896,7 +918,7 @@ func Session_ServerToClient(s Session_Server) Session {
 // This can be used to create a more complicated Server.
 func Session_Methods(methods []server.Method, s Session_Server) []server.Method {
 	if cap(methods) == 0 {
-		methods = make([]server.Method, 0, 9)
+		methods = make([]server.Method, 0, 10)
 	}
 
 	methods = append(methods, server.Method{
@@ -1004,6 +1026,18 @@ func Session_Methods(methods []server.Method, s Session_Server) []server.Method 
 		},
 		Impl: func(ctx context.Context, call *server.Call) error {
 			return s.Auditor(ctx, Session_auditor{call})
+		},
+	})
+
+	methods = append(methods, server.Method{
+		Method: capnp.Method{
+			InterfaceID:   0xcc42e2822e47411f,
+			MethodID:      9,
+			InterfaceName: "gateway.capnp:Session",
+			MethodName:    "logout",
+		},
+		Impl: func(ctx context.Context, call *server.Call) error {
+			return s.Logout(ctx, Session_logout{call})
 		},
 	})
 
@@ -1161,6 +1195,23 @@ func (c Session_auditor) Args() Session_auditor_Params {
 func (c Session_auditor) AllocResults() (Session_auditor_Results, error) {
 	r, err := c.Call.AllocResults(capnp.ObjectSize{DataSize: 0, PointerCount: 1})
 	return Session_auditor_Results(r), err
+}
+
+// Session_logout holds the state for a server call to Session.logout.
+// See server.Call for documentation.
+type Session_logout struct {
+	*server.Call
+}
+
+// Args returns the call's arguments.
+func (c Session_logout) Args() Session_logout_Params {
+	return Session_logout_Params(c.Call.Args())
+}
+
+// AllocResults allocates the results struct.
+func (c Session_logout) AllocResults() (Session_logout_Results, error) {
+	r, err := c.Call.AllocResults(capnp.ObjectSize{DataSize: 0, PointerCount: 0})
+	return Session_logout_Results(r), err
 }
 
 // Session_List is a list of Session.
@@ -2667,6 +2718,136 @@ func (f Session_auditor_Results_Future) Struct() (Session_auditor_Results, error
 }
 func (p Session_auditor_Results_Future) Auditor() Auditor {
 	return Auditor(p.Future.Field(0, nil).Client())
+}
+
+type Session_logout_Params capnp.Struct
+
+// Session_logout_Params_TypeID is the unique identifier for the type Session_logout_Params.
+const Session_logout_Params_TypeID = 0x8d87e586ec9eaa02
+
+func NewSession_logout_Params(s *capnp.Segment) (Session_logout_Params, error) {
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 0})
+	return Session_logout_Params(st), err
+}
+
+func NewRootSession_logout_Params(s *capnp.Segment) (Session_logout_Params, error) {
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 0})
+	return Session_logout_Params(st), err
+}
+
+func ReadRootSession_logout_Params(msg *capnp.Message) (Session_logout_Params, error) {
+	root, err := msg.Root()
+	return Session_logout_Params(root.Struct()), err
+}
+
+func (s Session_logout_Params) String() string {
+	str, _ := text.Marshal(0x8d87e586ec9eaa02, capnp.Struct(s))
+	return str
+}
+
+func (s Session_logout_Params) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
+	return capnp.Struct(s).EncodeAsPtr(seg)
+}
+
+func (Session_logout_Params) DecodeFromPtr(p capnp.Ptr) Session_logout_Params {
+	return Session_logout_Params(capnp.Struct{}.DecodeFromPtr(p))
+}
+
+func (s Session_logout_Params) ToPtr() capnp.Ptr {
+	return capnp.Struct(s).ToPtr()
+}
+func (s Session_logout_Params) IsValid() bool {
+	return capnp.Struct(s).IsValid()
+}
+
+func (s Session_logout_Params) Message() *capnp.Message {
+	return capnp.Struct(s).Message()
+}
+
+func (s Session_logout_Params) Segment() *capnp.Segment {
+	return capnp.Struct(s).Segment()
+}
+
+// Session_logout_Params_List is a list of Session_logout_Params.
+type Session_logout_Params_List = capnp.StructList[Session_logout_Params]
+
+// NewSession_logout_Params creates a new list of Session_logout_Params.
+func NewSession_logout_Params_List(s *capnp.Segment, sz int32) (Session_logout_Params_List, error) {
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 0, PointerCount: 0}, sz)
+	return capnp.StructList[Session_logout_Params](l), err
+}
+
+// Session_logout_Params_Future is a wrapper for a Session_logout_Params promised by a client call.
+type Session_logout_Params_Future struct{ *capnp.Future }
+
+func (f Session_logout_Params_Future) Struct() (Session_logout_Params, error) {
+	p, err := f.Future.Ptr()
+	return Session_logout_Params(p.Struct()), err
+}
+
+type Session_logout_Results capnp.Struct
+
+// Session_logout_Results_TypeID is the unique identifier for the type Session_logout_Results.
+const Session_logout_Results_TypeID = 0xd1df3c6ede12c8c8
+
+func NewSession_logout_Results(s *capnp.Segment) (Session_logout_Results, error) {
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 0})
+	return Session_logout_Results(st), err
+}
+
+func NewRootSession_logout_Results(s *capnp.Segment) (Session_logout_Results, error) {
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 0})
+	return Session_logout_Results(st), err
+}
+
+func ReadRootSession_logout_Results(msg *capnp.Message) (Session_logout_Results, error) {
+	root, err := msg.Root()
+	return Session_logout_Results(root.Struct()), err
+}
+
+func (s Session_logout_Results) String() string {
+	str, _ := text.Marshal(0xd1df3c6ede12c8c8, capnp.Struct(s))
+	return str
+}
+
+func (s Session_logout_Results) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
+	return capnp.Struct(s).EncodeAsPtr(seg)
+}
+
+func (Session_logout_Results) DecodeFromPtr(p capnp.Ptr) Session_logout_Results {
+	return Session_logout_Results(capnp.Struct{}.DecodeFromPtr(p))
+}
+
+func (s Session_logout_Results) ToPtr() capnp.Ptr {
+	return capnp.Struct(s).ToPtr()
+}
+func (s Session_logout_Results) IsValid() bool {
+	return capnp.Struct(s).IsValid()
+}
+
+func (s Session_logout_Results) Message() *capnp.Message {
+	return capnp.Struct(s).Message()
+}
+
+func (s Session_logout_Results) Segment() *capnp.Segment {
+	return capnp.Struct(s).Segment()
+}
+
+// Session_logout_Results_List is a list of Session_logout_Results.
+type Session_logout_Results_List = capnp.StructList[Session_logout_Results]
+
+// NewSession_logout_Results creates a new list of Session_logout_Results.
+func NewSession_logout_Results_List(s *capnp.Segment, sz int32) (Session_logout_Results_List, error) {
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 0, PointerCount: 0}, sz)
+	return capnp.StructList[Session_logout_Results](l), err
+}
+
+// Session_logout_Results_Future is a wrapper for a Session_logout_Results promised by a client call.
+type Session_logout_Results_Future struct{ *capnp.Future }
+
+func (f Session_logout_Results_Future) Struct() (Session_logout_Results, error) {
+	p, err := f.Future.Ptr()
+	return Session_logout_Results(p.Struct()), err
 }
 
 type Held capnp.Struct
