@@ -715,6 +715,7 @@ func (o *operator) Grant(ctx context.Context, call schema.Operator_grant) error 
 	}
 	var cav caps.Caveats
 	var methods []string
+	var wire schema.Caveats
 	if args.HasCaveats() {
 		sc, err := args.Caveats()
 		if err == nil {
@@ -723,6 +724,7 @@ func (o *operator) Grant(ctx context.Context, call schema.Operator_grant) error 
 		if err != nil {
 			return toException(&Error{Op: op, Kind: Invalid, Cause: err})
 		}
+		wire = sc
 	}
 	tp, ok := k.top.Login(to)
 	if !ok {
@@ -768,7 +770,7 @@ func (o *operator) Grant(ctx context.Context, call schema.Operator_grant) error 
 	}
 	for _, a := range aims {
 		dec := k.seq.table.Open(caps.Open{Holder: recipient, Target: a.d.Path, Interface: a.f.id, Methods: methods, Caveats: cav, Now: now})
-		g, p, err := k.recordGrant(ctx, ledger.KindGrant, s.p.ID, a.d.Path, a.f.id, dec, 0, now)
+		g, p, err := k.recordGrant(ctx, ledger.KindGrant, s.p.ID, a.d.Path, a.f.id, dec, 0, now, grantAsk{holder: tp.ID, caveats: wire})
 		if err != nil {
 			refusal = &Error{Op: op, Kind: Failed, Cause: err}
 			break
