@@ -4,8 +4,9 @@
 // server of its class's schema interface over a small hardware interface
 // that this package declares (LightHardware, SensorHardware, ...). A
 // backend implements the hardware: the simulator's world model (package
-// sim) today, an MQTT bridge later. Every backend passes the conformance
-// suite in drivers/driverstest.
+// sim), or the bridge to real devices over an MQTT broker with
+// Zigbee2MQTT's conventions (package drivers/mqtt). Every backend passes
+// the conformance suite in drivers/driverstest.
 //
 // Drivers know nothing of authority: they serve whoever holds their
 // client, and the kernel is the only holder (kernel.Config.Drivers), which

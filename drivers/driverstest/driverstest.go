@@ -47,11 +47,14 @@ type Backend interface {
 	Locked(path string) bool
 	// Display reports the panel's text.
 	Display(path string) string
-	// Measure makes the sensor measure v from now on and publish it.
+	// Measure makes the sensor measure v from now on and publish it, and
+	// returns once the sensor's driver has delivered the reading.
 	Measure(ctx context.Context, path string, v float64) error
-	// Button makes the switch's button do kind (press, release, long press).
+	// Button makes the switch's button do kind (press, release, long
+	// press), and returns once the switch's driver has delivered the event.
 	Button(ctx context.Context, path string, kind schema.SwitchEventKind, button uint8) error
-	// Hear makes the microphone produce one frame of audio.
+	// Hear makes the microphone produce one frame of audio, and returns
+	// once the microphone's driver has delivered it.
 	Hear(ctx context.Context, path string, frame []byte) error
 }
 
