@@ -20,6 +20,8 @@ import (
 	"capnproto.org/go/capnp/v3"
 
 	"github.com/osmose-os/osmose/caps"
+	osmdrivers "github.com/osmose-os/osmose/drivers"
+	"github.com/osmose-os/osmose/drivers/mqtt"
 	"github.com/osmose-os/osmose/internal/topology"
 	"github.com/osmose-os/osmose/kernel"
 	"github.com/osmose-os/osmose/kernel/kerneltest"
@@ -33,8 +35,14 @@ DIR/ledger (created on first start), the kernel's signing key in
 DIR/kernel.key (created on first start, mode 0600; its verifier key is
 printed), the building from --topology and the Cedar policy from --policy.
 
-Drivers: --drivers fake (the only backend so far) serves every device of
-the topology with an in-memory fake from kernel/kerneltest.
+Drivers: --drivers fake (the default) serves every device of the
+topology with an in-memory fake from kernel/kerneltest. --drivers mqtt
+bridges every device to real hardware over the MQTT broker --broker URL
+with Zigbee2MQTT's conventions (package drivers/mqtt: a device's friendly
+name is its topology path under --mqtt-base; commands wait up to
+--mqtt-timeout for the device's state to confirm them). Note that the
+drivers set thermostats (20 °C, off), locks (locked) and speakers (50 %)
+to a known state when they start.
 
 On SIGHUP it reads the --policy files again and puts them in force (a
 "policy" entry; standing grants the new policy would not give are revoked).
@@ -58,7 +66,12 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	topo := fs.String("topology", "", "topology `FILE` (YAML)")
 	fs.Var(&policies, "policy", "Cedar policy `FILE` (repeatable)")
 	origin := fs.String("origin", "osmose", "ledger origin and kernel id, for a new ledger")
-	drivers := fs.String("drivers", "fake", "driver backend: fake")
+	drivers := fs.String("drivers", "fake", "driver backend: fake or mqtt")
+	broker := fs.String("broker", "", "MQTT broker `URL` (mqtt://host:1883, tls://..., host:port) for --drivers mqtt")
+	mqttBase := fs.String("mqtt-base", "zigbee2mqtt", "base topic of the device topics, for --drivers mqtt")
+	mqttUser := fs.String("mqtt-user", "", "MQTT user name, for --drivers mqtt")
+	mqttPassFile := fs.String("mqtt-password-file", "", "`FILE` holding the MQTT password, for --drivers mqtt")
+	mqttTimeout := fs.Duration("mqtt-timeout", 5*time.Second, "how long a command waits for the device to confirm it, for --drivers mqtt")
 	maxMsg := fs.Uint64("max-message", 1<<20, "largest Cap'n Proto message accepted, in bytes")
 	maxInFlight := fs.Int("max-inflight", 256, "calls in flight per connection before \"overloaded\"")
 	fs.Usage = func() {
@@ -77,8 +90,12 @@ func runServe(ctx context.Context, e *env, args []string) error {
 		return usagef("at least one --listen ADDR is required")
 	case *topo == "":
 		return usagef("--topology FILE is required")
-	case *drivers != "fake":
-		return usagef("--drivers %q: the only backend is fake", *drivers)
+	case *drivers != "fake" && *drivers != "mqtt":
+		return usagef("--drivers %q: want fake or mqtt", *drivers)
+	case *drivers == "mqtt" && *broker == "":
+		return usagef("--drivers mqtt needs --broker URL")
+	case *drivers != "mqtt" && *broker != "":
+		return usagef("--broker is for --drivers mqtt")
 	}
 	top, err := topology.Load(*topo)
 	if err != nil {
@@ -108,8 +125,36 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	defer led.Close()
 
 	var drv map[string]capnp.Client
-	if *drivers == "fake" {
+	switch *drivers {
+	case "fake":
 		drv = kerneltest.NewFakes(top, time.Now).Drivers()
+	case "mqtt":
+		var pass string
+		if *mqttPassFile != "" {
+			b, err := os.ReadFile(*mqttPassFile)
+			if err != nil {
+				return failf("--mqtt-password-file: %v", err)
+			}
+			pass = strings.TrimRight(string(b), "\r\n")
+		}
+		devs := make([]osmdrivers.Device, len(top.Devices))
+		for i, d := range top.Devices {
+			devs[i] = osmdrivers.Device{Path: d.Path, Class: d.Class}
+		}
+		bridge, err := mqtt.Dial(ctx, mqtt.Config{
+			Broker: *broker, Username: *mqttUser, Password: pass, BaseTopic: *mqttBase,
+			Devices: devs, CommandTimeout: *mqttTimeout, Logger: logger,
+		})
+		if err != nil {
+			return failf("%v", err)
+		}
+		defer bridge.Close()
+		set, err := osmdrivers.NewSet(devs, bridge.Hardware, time.Now)
+		if err != nil {
+			return failf("drivers: %v", err)
+		}
+		drv = set.Clients()
+		fmt.Fprintf(e.stderr, "drivers: %d devices bridged over MQTT at %s (base topic %s)\n", len(drv), *broker, *mqttBase)
 	}
 	k, err := kernel.New(kernel.Config{
 		Ledger: led, Topology: top, Policy: pf, Drivers: drv,
