@@ -32,6 +32,7 @@ var commands = map[string]command{
 	// One line per command, kept in alphabetical order.
 	"bench kernel":      {summary: "measure gated, ledgered calls against a raw go-capnp echo server", run: runBenchKernel},
 	"bench ledger":      {summary: "measure ledger append rate, durability latency and proofs against raw Badger", run: runBenchLedger},
+	"bench sim":         {summary: "run thousands of device programs against one kernel for a simulated hour: calls/s, latency, memory", run: runBenchSim},
 	"caps who":          {summary: "list who holds live power over a device or place, and through which grants", run: runCapsWho},
 	"caps why":          {summary: "show one grant's chain back to the policy: who made it, when, and how it ended", run: runCapsWhy},
 	"demo":              {summary: "start a kernel, generate a building, simulate a working day, verify the ledger", run: runDemo},
