@@ -16,7 +16,11 @@
 // appends a "start" entry (durable before New returns): grants of earlier
 // runs are not live in this one, and the entry says so on the ledger, so
 // that an auditor reading the ledger alone (osmose caps who) sees them end
-// there. Their holders open again.
+// there. Their holders open again. Then come the building and the policy
+// the kernel runs with: "topology" entries (KindTopology: the YAML of the
+// topology in parts, see ParseTopologyPart) and a "policy" entry (result
+// body: the Cedar files, see DecodePolicy), so the ledger alone says in
+// which building and under which policy every later decision was made.
 //
 // # Lifecycle of a connection
 //
@@ -50,12 +54,25 @@
 //     params body lists every grant it ended), and cut the derived gates of
 //     every ended grant (their wrapped capability is released, so a driver
 //     drops the subscription).
-//  6. End. When the program releases its Session, or the connection ends
-//     (closed, crashed, garbage, forged capability), the session ends: a
-//     "logout" or "disconnect" entry with the reason, and every gate of the
-//     session refuses calls with "revoked: session ended". Grants stay; a
-//     new session of the same principal can open them again. Nothing else
-//     is affected: each connection has its own goroutines and state.
+//  6. End. Session.logout ends the session with a "logout" entry, durable
+//     when logout returns. When the program instead releases its Session,
+//     or the connection ends (closed, crashed, garbage, forged capability),
+//     the session ends with a "logout" or "disconnect" entry with the
+//     reason (which of the two depends on what the kernel sees first).
+//     Every gate of the session then refuses calls with "revoked: session
+//     ended". Grants stay; a new session of the same principal can open
+//     them again. Nothing else is affected: each connection has its own
+//     goroutines and state.
+//  7. Grants also end by policy and presence. Kernel.SetPolicy
+//     (Operator.setPolicy, SIGHUP in osmose serve) replaces the Cedar
+//     policy after checking every file (a bad one is refused, recorded,
+//     and changes nothing), and revokes the standing grants the new policy
+//     would not give; Kernel.Presence (Operator.presence, the input of
+//     badge readers) records a person entering or leaving a place and
+//     revokes the grants bound to a presence that no longer holds. Each is
+//     a "policy" or "presence" entry (a presence entry's bodies belong to
+//     the person: erasable), followed by one "revoke" entry (Ref = the
+//     change) listing the grants ended.
 //
 // # The data path of one call
 //
@@ -66,26 +83,33 @@
 //  1. counts against its connection's MaxInFlight; beyond it the caller
 //     gets an exception of type overloaded ("overloaded: ...") and nothing
 //     is recorded (the bound protects the ledger too);
-//  2. canonicalises the params struct (capnp.Canonicalize), the call's
-//     params body;
+//  2. canonicalises the params struct (capnp.Canonicalize, or directly for
+//     a struct without pointers), the call's params body;
 //  3. enters the sequencer (one mutex, sequencer.go): the caps table admits
 //     or denies (caps.Table.Admit: grant live, method in its set, caveats,
 //     with numeric arguments extracted per method for range caveats); the
 //     "call" entry is appended (Decision admit or deny, Reason on deny),
-//     which fixes its seq; an admitted call is sent to the driver
-//     (Client.SendCall, which only queues) with its params copied and every
-//     capability inside them wrapped in a gate of the opposite direction.
+//     which fixes its seq; an admitted call is registered as in flight on
+//     its grant and sent to the driver (Client.SendCall, which only queues)
+//     with its params copied and every capability inside them wrapped in a
+//     gate of the opposite direction.
 //     Because all three happen in one critical section, ledger order is
 //     admission order is revocation order, no call is admitted after its
 //     grant's revocation, and each driver receives its calls in admission
 //     order (a server.Server runs calls in arrival order);
-//  4. calls call.Go(), so later calls on the same gate may start: they are
-//     already ordered;
+//  4. lets later calls on the same gate start: they are already ordered.
+//     A gate's calls run one at a time on the gate's goroutine until one
+//     arrives while another is admitted and waiting; only then does the
+//     waiting call hand the queue to a new goroutine (server.Call.Go), so
+//     a program with one call at a time costs no goroutine per call;
 //  5. a denied call waits until its entry is durable and fails with the
 //     reason ("permission: setLevel: ..."); an admitted one waits for the
 //     driver's answer, appends a "return" entry (Ref = the call's seq,
 //     result body = canonical bytes of the results, or Reason = the
-//     driver's error), copies the results to the caller wrapping every
+//     driver's error; when the grant ends while the driver has the call,
+//     the driver's context is cancelled and the caller gets "revoked:
+//     ...: grant ended while the call was in flight"), copies the results
+//     to the caller wrapping every
 //     capability in a gate of the same direction, waits until the return
 //     entry is durable (group commit: many calls share one fsync), and
 //     answers;
@@ -138,8 +162,10 @@
 //     exactly as Session.open and Session.revoke do, with the operator as
 //     actor, and revoke cuts the derived gates. Revoking a revoked grant
 //     succeeds and records nothing. deviceState asks the device's driver
-//     through its schema interface. forget answers "unimplemented" until
-//     erasure is built. Queries are not ledgered.
+//     through its schema interface. setPolicy and presence: see "Grants
+//     also end by policy and presence" above. forget answers
+//     "unimplemented": erasure runs on a stopped kernel's ledger (osmose
+//     forget). Queries are not ledgered.
 //   - Operator.watch streams the ledger tail: one goroutine per watch reads
 //     durable entries (ledger.WaitSize, Read) and makes one
 //     EntryListener.entries call at a time with at most 256 entries;
