@@ -109,10 +109,9 @@
 //     driver's error; when the grant ends while the driver has the call,
 //     the driver's context is cancelled and the caller gets "revoked:
 //     ...: grant ended while the call was in flight"), copies the results
-//     to the caller wrapping every
-//     capability in a gate of the same direction, waits until the return
-//     entry is durable (group commit: many calls share one fsync), and
-//     answers;
+//     to the caller wrapping every capability in a gate of the same
+//     direction, waits until the return entry is durable (group commit:
+//     many calls share one fsync), and answers;
 //  6. ends its OpenTelemetry span (principal, grant, device, interface,
 //     method, decision, reason) and records the osmose.kernel.calls counter
 //     and the osmose.kernel.call.duration histogram.
