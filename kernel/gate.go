@@ -288,12 +288,15 @@ func (k *Kernel) admit(ctx context.Context, g *gate, m capnp.Method, args capnp.
 			refusal = capsError(m.MethodName, d)
 		}
 	}
+	// What the gate wraps cannot change under us: cut runs under the
+	// sequencer's lock (held here) or from Shutdown, which waits for the
+	// gate's calls to return. So it is used without a reference of our own.
 	var target capnp.Client
 	if refusal == nil {
 		g.mu.Lock()
-		target = g.inner.AddRef()
+		target = g.inner
 		g.mu.Unlock()
-		if !target.IsValid() {
+		if target == (capnp.Client{}) {
 			refusal = &Error{Op: m.MethodName, Kind: Revoked, Cause: ErrGateReleased}
 		}
 	}
@@ -306,7 +309,6 @@ func (k *Kernel) admit(ctx context.Context, g *gate, m capnp.Method, args capnp.
 	}
 	p, err := k.led.Append(ctx, e)
 	if err != nil {
-		target.Release()
 		return &admission{err: &Error{Op: m.MethodName, Kind: Failed, Cause: fmt.Errorf("record call: %w", err)}}
 	}
 	if refusal != nil {
@@ -327,7 +329,6 @@ func (k *Kernel) admit(ctx context.Context, g *gate, m capnp.Method, args capnp.
 		}
 	}
 	a.ans, a.release = target.SendCall(a.ctx, send)
-	target.Release()
 	return a
 }
 
