@@ -24,6 +24,13 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	if dir := os.Getenv("OSMOSE_LEDGER_FORGET_CHILD"); dir != "" {
+		if err := forgetChild(dir); err != nil {
+			fmt.Fprintln(os.Stderr, "child:", err)
+			os.Exit(3)
+		}
+		os.Exit(0)
+	}
 	if dir := os.Getenv("OSMOSE_LEDGER_CRASH_CHILD"); dir != "" {
 		if err := crashChild(dir); err != nil {
 			fmt.Fprintln(os.Stderr, "child:", err)
@@ -31,7 +38,9 @@ func TestMain(m *testing.M) {
 		}
 		os.Exit(0)
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	ledger.CleanupBenchForTest()
+	os.Exit(code)
 }
 
 // crashEntry is the entry the crash child appends at seq: content is a

@@ -69,6 +69,7 @@
 //	/l/meta              ledger metadata (JSON)
 //	/l/head              durable size, root and last CID
 //	/l/indexed           seq below which the stored index postings are complete
+//	/l/erasure           the job record of an erasure under way (see Erasure)
 //	/e/<first>/<n>       records of seqs first..first+n-1 (n a power of two ≤ 64,
 //	                     first a multiple of n); a record is the envelope
 //	                     block, then the entry's non-personal body blocks
@@ -78,14 +79,58 @@
 //	                     each holding the hashes one batch added
 //	/k/<size>            stored signed checkpoint
 //	/i/<index>/<value>/<first seq>   index posting list (uvarint deltas)
-//	/p/<pseudonym>/b/<seq>           a data subject's body blocks
-//	/p/<pseudonym>/k                 the subject's salt secret
-//	/p/<pseudonym>/m, /m/<hmac>      the mapping from the subject's id
+//	/p/<pseudonym>/b/<seq>           a data subject's body blocks (both
+//	                                 frames, zero-padded to 64 bytes)
+//	/p/<pseudonym>/k                 the subject's 32-byte salt secret
+//	/m/<byte>/<r>                    the mapping from the subject's id:
+//	                                 HMAC-SHA256 of the id under a key
+//	                                 derived from the kernel's, then the
+//	                                 pseudonym; <byte> is the HMAC's first
+//	                                 byte in hex, <r> 8 random bytes in hex
+//	/p/<pseudonym>/m                 the key of the subject's mapping
+//
+// Every value stored for a subject is zero-padded to at least 64 bytes, so
+// that Badger keeps it in its value log behind a pointer erasure can find
+// (shorter values are stored inline in the LSM tree, and their copy in the
+// log could not be found). No key names a subject's id or its HMAC.
 //
 // Indexes (by grant, principal, device, subject and kind) are derived from
 // the envelopes: postings are buffered in memory and written every
 // Options.IndexEvery entries, and the entries after the last write are
 // re-indexed when the ledger opens.
+//
+// # Erasure
+//
+// Forget erases a data subject so that no byte of its bodies, its secret
+// or its mapping is left in the store's files, while every envelope, the
+// tree and every checkpoint stay byte-identical. Its steps (ForgetStep):
+//
+//  1. Locate: stop the subject's appends (ErrForgotten), wait for those
+//     already queued, list the subject's keys, check each body against
+//     the link its envelope holds, and ask the store (Badger) where each
+//     stored version of those keys lies in its value log.
+//  2. Job: in one synced transaction, write the job record under
+//     /l/erasure (the pseudonym, the keys, the (seq, CID) of every body,
+//     the value-log places; never the subject's id) and delete the
+//     subject's secret and mapping. From here the erasure completes: a
+//     later Forget, whatever subject it names, first finishes it.
+//  3. Redact: append redaction entries (kind "redaction", no subject)
+//     whose params body is {"removed": [{"seq": .., "cid": ".."}, ..]},
+//     4096 bodies each, skipping bodies a redaction after the job's start
+//     already lists.
+//  4. Delete the subject's keys, in transactions of 256, and sync.
+//  5. Scrub: overwrite the key and value of every located value-log record
+//     with zeros in place, fix its CRC, and sync each file.
+//  6. Done: delete the job record.
+//
+// The redaction entries are durable before any body is deleted, so Verify
+// passes at every point of an erasure: a missing body is always listed.
+// Verify also checks that every listed body is one its envelope links, and
+// counts listed bodies still present (an interrupted erasure) as Unerased.
+// The cost of each step grows with the subject's entries, not with the
+// ledger: keys are deleted one by one (Badger's DropPrefix would rewrite
+// the whole LSM tree), and value-log GC, whose cost follows the ledger, is
+// never used. docs/erasure.md has the evidence and the measurements.
 //
 // # Group commit
 //
@@ -107,7 +152,8 @@
 //     and the caller may answer whoever was waiting for the entry.
 //  5. Read entries (Read, Lookup), prove inclusion and consistency
 //     (ProveInclusion, ProveConsistency), sign a checkpoint of the durable
-//     tree (Checkpoint), and Verify everything.
+//     tree (Checkpoint), and Verify everything. List the data subjects
+//     (Subjects) and forget one (Forget; see Erasure).
 //  6. Close waits for every appended entry, writes the indexes and a final
 //     checkpoint. Close the store after the ledger.
 //

@@ -8,7 +8,6 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/binary"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -118,10 +117,18 @@ type Ledger struct {
 	slots chan struct{} // one per pending entry: backpressure
 	wake  chan struct{}
 
-	mu      sync.Mutex
-	queue   []*Pending
-	nextSeq uint64
-	closing bool
+	mu         sync.Mutex
+	queue      []*Pending
+	nextSeq    uint64
+	closing    bool
+	forgetting map[string]bool // pseudonyms being or already forgotten: Append refuses them
+
+	pmu      sync.Mutex // serialises the creation of pseudonyms
+	forgetMu sync.Mutex // serialises erasures
+	// forgets counts the subjects forgotten, so that the encoder drops its
+	// cached salters (and their secrets) after each.
+	forgets   atomic.Uint64
+	saltersAt uint64 // forgets when salters was last cleared; encoder only
 
 	// Owned by the encoder goroutine.
 	prev     cid.Cid
@@ -133,6 +140,7 @@ type Ledger struct {
 	stopped  chan struct{}
 	failed   atomic.Pointer[error]
 	subjects sync.Map           // pseudonym -> secret []byte
+	idCache  sync.Map           // string(idHash) -> pseudonym, of ids looked up
 	saltMAC  *salter            // salts of non-personal bodies; encoder only
 	scratch  []byte             // the encoder's reusable buffer
 	salters  map[string]*salter // salts of personal bodies by pseudonym; encoder only
@@ -220,14 +228,15 @@ func Open(ctx context.Context, store Store, opts Options) (*Ledger, error) {
 		return nil, fmt.Errorf("open ledger: %w", err)
 	}
 	l := &Ledger{
-		store:    store,
-		opts:     opts,
-		tiles:    newTileStore(store),
-		slots:    make(chan struct{}, opts.MaxPending),
-		wake:     make(chan struct{}, 1),
-		writeCh:  make(chan *batch, 1),
-		stopped:  make(chan struct{}),
-		advanced: make(chan struct{}),
+		store:      store,
+		opts:       opts,
+		tiles:      newTileStore(store),
+		slots:      make(chan struct{}, opts.MaxPending),
+		wake:       make(chan struct{}, 1),
+		writeCh:    make(chan *batch, 1),
+		forgetting: map[string]bool{},
+		stopped:    make(chan struct{}),
+		advanced:   make(chan struct{}),
 	}
 	if opts.Key != nil {
 		s, v, err := newSigner(opts.Origin, opts.Key)
@@ -493,6 +502,12 @@ func (l *Ledger) Append(ctx context.Context, e Entry) (*Pending, error) {
 	}
 	if e.Subject != "" {
 		if _, ok := l.subjects.Load(e.Subject); !ok {
+			l.mu.Lock()
+			forgotten := l.forgetting[e.Subject]
+			l.mu.Unlock()
+			if forgotten {
+				return nil, fmt.Errorf("%w: %s", ErrForgotten, e.Subject)
+			}
 			if err := l.loadSubject(ctx, e.Subject); err != nil {
 				return nil, err
 			}
@@ -514,6 +529,11 @@ func (l *Ledger) Append(ctx context.Context, e Entry) (*Pending, error) {
 		l.mu.Unlock()
 		<-l.slots
 		return nil, *f
+	}
+	if e.Subject != "" && l.forgetting[e.Subject] {
+		l.mu.Unlock()
+		<-l.slots
+		return nil, fmt.Errorf("%w: %s", ErrForgotten, e.Subject)
 	}
 	p.seq = l.nextSeq
 	l.nextSeq++
@@ -636,6 +656,10 @@ func (l *Ledger) encode(items []*Pending) *batch {
 		}
 		plan = append(plan, chunk{start, n, make([]byte, 0, size)})
 	})
+	if g := l.forgets.Load(); g != l.saltersAt {
+		clear(l.salters) // a forgotten subject's secret leaves memory too
+		l.saltersAt = g
+	}
 	// Body blocks depend only on their entry, so two goroutines build them.
 	if len(items) >= 256 {
 		half := len(items) / 2
@@ -1026,71 +1050,6 @@ func (l *Ledger) Close() error {
 	if err := l.writeBatch(ctx, b); err != nil {
 		return fmt.Errorf("close ledger: %w", err)
 	}
-	return nil
-}
-
-// Pseudonym returns the pseudonym of a data subject, creating it (with the
-// subject's secret) on first use. The subject's own identifier is never
-// stored: only an HMAC of it under the ledger's key, under the subject's
-// prefix, so that erasure destroys the mapping.
-func (l *Ledger) Pseudonym(ctx context.Context, subjectID string) (string, error) {
-	if l.signer == nil {
-		return "", ErrReadOnly
-	}
-	if subjectID == "" {
-		return "", errors.New("pseudonym: empty subject id")
-	}
-	m := hmac.New(sha256.New, l.salt)
-	m.Write([]byte("subject id\x00"))
-	m.Write([]byte(subjectID))
-	idKey := ds.RawKey("/m/" + hex.EncodeToString(m.Sum(nil)))
-	if v, err := l.store.Get(ctx, idKey); err == nil {
-		return string(v), nil
-	} else if !errors.Is(err, ds.ErrNotFound) {
-		return "", fmt.Errorf("pseudonym: %w", err)
-	}
-	var rnd [8 + 32]byte
-	if _, err := io.ReadFull(l.opts.Rand, rnd[:]); err != nil {
-		return "", fmt.Errorf("pseudonym: %w", err)
-	}
-	p := "p-" + hex.EncodeToString(rnd[:8])
-	txn, err := l.store.NewTransaction(ctx, false)
-	if err != nil {
-		return "", err
-	}
-	defer txn.Discard(ctx)
-	for _, w := range []kv{
-		{idKey, []byte(p)},
-		{ds.RawKey(subjectPrefix(p) + "k"), rnd[8:]},
-		{ds.RawKey(subjectPrefix(p) + "m"), []byte(idKey.String())},
-	} {
-		if err := txn.Put(ctx, w.key, w.value); err != nil {
-			return "", fmt.Errorf("pseudonym: %w", err)
-		}
-	}
-	if err := txn.Commit(ctx); err != nil {
-		return "", fmt.Errorf("pseudonym: %w", err)
-	}
-	if err := l.store.Sync(ctx, ds.RawKey("/")); err != nil {
-		return "", fmt.Errorf("pseudonym: %w", err)
-	}
-	l.subjects.Store(p, append([]byte(nil), rnd[8:]...))
-	return p, nil
-}
-
-// ErrUnknownSubject is returned for a pseudonym the ledger never issued or
-// whose subject has been forgotten.
-var ErrUnknownSubject = errors.New("unknown data subject")
-
-func (l *Ledger) loadSubject(ctx context.Context, p string) error {
-	v, err := l.store.Get(ctx, ds.RawKey(subjectPrefix(p)+"k"))
-	if errors.Is(err, ds.ErrNotFound) {
-		return fmt.Errorf("%w: %s", ErrUnknownSubject, p)
-	}
-	if err != nil {
-		return err
-	}
-	l.subjects.Store(p, v)
 	return nil
 }
 

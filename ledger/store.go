@@ -26,16 +26,12 @@ type Store interface {
 	ds.TxnDatastore
 }
 
-// prefixDropper is the optional feature of a store that can physically drop
-// a key prefix and reclaim the space it used (Badger's DropPrefix and value
-// log GC). Erasure uses it where the store has it.
-type prefixDropper interface {
-	DropPrefix(prefix string) error
-}
-
 // BadgerStore is a Store on an embedded Badger v1 database in a directory.
+// It has the value-log feature erasure needs (vlog.go).
 type BadgerStore struct {
 	*badgerds.Datastore
+	dir      string // the database and value-log directory
+	readOnly bool
 }
 
 // BadgerOptions are the options of OpenBadger.
@@ -80,7 +76,11 @@ func OpenBadger(dir string, opt BadgerOptions) (*BadgerStore, error) {
 	}
 	o := badgerds.DefaultOptions
 	o.SyncWrites = false
-	o.GcInterval = 0 // value-log GC runs when erasure asks for it
+	// Value-log GC stays off: erasure overwrites a forgotten subject's
+	// records in place, which GC would race (a moved value also lives
+	// under a move key), and GC's cost follows the ledger's size, not the
+	// subject's (docs/erasure.md).
+	o.GcInterval = 0
 	o.Options.ReadOnly = opt.ReadOnly
 	o.Options.Truncate = !opt.ReadOnly
 	// A ledger batch is one Badger transaction. Its values go to the value
@@ -107,7 +107,7 @@ func OpenBadger(dir string, opt BadgerOptions) (*BadgerStore, error) {
 		}
 		return nil, fmt.Errorf("open ledger store %s: %w", dir, err)
 	}
-	return &BadgerStore{d}, nil
+	return &BadgerStore{Datastore: d, dir: dir, readOnly: opt.ReadOnly}, nil
 }
 
 // checkBadgerDir refuses a non-empty directory that holds no Badger
@@ -133,23 +133,38 @@ func checkBadgerDir(dir string, readOnly bool) error {
 	return nil
 }
 
-// DropPrefix physically removes every key under prefix from the LSM tree.
-func (s *BadgerStore) DropPrefix(prefix string) error {
-	return s.DB.DropPrefix([]byte(prefix))
+// valueViewer is the optional feature of a store that lends a stored value
+// without copying it. Erasure reads one envelope out of each of many
+// chunks with it.
+type valueViewer interface {
+	// viewValue calls fn with the value of key, valid only during fn, or
+	// returns ds.ErrNotFound.
+	viewValue(key ds.Key, fn func(v []byte) error) error
 }
 
-// RunValueLogGC rewrites value-log files until Badger finds none worth
-// rewriting, so that dropped values leave the disk.
-func (s *BadgerStore) RunValueLogGC(discardRatio float64) error {
-	for {
-		err := s.DB.RunValueLogGC(discardRatio)
-		if errors.Is(err, badger.ErrNoRewrite) {
-			return nil
+func (s *BadgerStore) viewValue(key ds.Key, fn func([]byte) error) error {
+	return s.DB.View(func(txn *badger.Txn) error {
+		item, err := txn.Get(key.Bytes())
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return ds.ErrNotFound
 		}
 		if err != nil {
 			return err
 		}
+		return item.Value(fn)
+	})
+}
+
+// viewValue lends the value of key through s's valueViewer, or a copy.
+func viewValue(ctx context.Context, s Store, key ds.Key, fn func(v []byte) error) error {
+	if vv, ok := s.(valueViewer); ok {
+		return vv.viewValue(key, fn)
 	}
+	v, err := s.Get(ctx, key)
+	if err != nil {
+		return err
+	}
+	return fn(v)
 }
 
 // queryPrefix runs a prefix query in key order and calls fn for each entry

@@ -32,6 +32,10 @@ type VerifyReport struct {
 	Bodies      int       // body blocks re-hashed to their CIDs
 	Redacted    int       // bodies missing and listed by a redaction entry
 	Checkpoints int       // stored checkpoints whose signature and root were checked
+	// Unerased counts bodies a redaction entry lists that are still
+	// present: an erasure was interrupted between its redaction and its
+	// deletion (Forget completes it; Ledger.PendingErasure names it).
+	Unerased int
 }
 
 // Redaction lists the bodies an erasure removed; a redaction entry's params
@@ -48,8 +52,9 @@ type RedactedBody struct {
 
 // Verify recomputes every envelope CID, the prev chain, every body's CID,
 // the Merkle tree (against the stored tiles and the head) and every stored
-// checkpoint (signature and root). It returns a *VerifyError naming the
-// first bad seq. progress, if not nil, is called now and then with the
+// checkpoint (signature and root). A missing body must be listed by a
+// redaction entry, and every body a redaction entry lists must be one its
+// envelope links. It returns a *VerifyError naming the first bad seq. progress, if not nil, is called now and then with the
 // number of entries checked.
 func (l *Ledger) Verify(ctx context.Context, progress func(done, total int64)) (*VerifyReport, error) {
 	size := l.Size()
@@ -134,11 +139,17 @@ func (l *Ledger) Verify(ctx context.Context, progress func(done, total int64)) (
 				return nil, &VerifyError{Seq: seq, Reason: fmt.Sprintf("a %s body is stored but the envelope links none", b.name)}
 			case !b.link.Defined():
 			case b.block == nil:
-				if !redacted[redactionKey{seq, b.link.KeyString()}] {
+				m := redacted[redactionKey{seq, b.link.KeyString()}]
+				if m == nil {
 					return nil, &VerifyError{Seq: seq, Reason: fmt.Sprintf("%s body %s is missing and on no redaction list", b.name, b.link)}
 				}
+				m.linked = true
 				rep.Redacted++
 			default:
+				if m := redacted[redactionKey{seq, b.link.KeyString()}]; m != nil {
+					m.linked = true
+					rep.Unerased++
+				}
 				if got := blockCID(b.block); !got.Equals(b.link) {
 					return nil, &VerifyError{Seq: seq, Reason: fmt.Sprintf("%s body hashes to %s, the envelope links %s", b.name, got, b.link)}
 				}
@@ -169,6 +180,15 @@ func (l *Ledger) Verify(ctx context.Context, progress func(done, total int64)) (
 	if err := checkTiles(); err != nil {
 		return nil, err
 	}
+	var bogus *VerifyError
+	for k, m := range redacted {
+		if !m.linked && (bogus == nil || m.by < bogus.Seq) {
+			bogus = &VerifyError{Seq: m.by, Reason: fmt.Sprintf("the redaction lists a body %s of seq %d, which that entry does not link", cidFromKey(k.cid), k.seq)}
+		}
+	}
+	if bogus != nil {
+		return nil, bogus
+	}
 	root, _ := tb.root()
 	l.dmu.Lock()
 	head := l.durable
@@ -188,8 +208,14 @@ type redactionKey struct {
 	cid string
 }
 
+// redactionMark is a body a redaction entry lists.
+type redactionMark struct {
+	by     uint64 // seq of the (first) redaction entry listing it
+	linked bool   // Verify found the body's link in its envelope
+}
+
 // redactions reads every redaction entry's list of removed bodies.
-func (l *Ledger) redactions(ctx context.Context) (map[redactionKey]bool, error) {
+func (l *Ledger) redactions(ctx context.Context) (map[redactionKey]*redactionMark, error) {
 	var seqs []uint64
 	if err := l.Lookup(ctx, ByKind, string(KindRedaction), 0, uint64(l.Size()), func(s uint64) bool {
 		seqs = append(seqs, s)
@@ -198,7 +224,7 @@ func (l *Ledger) redactions(ctx context.Context) (map[redactionKey]bool, error) 
 		return nil, err
 	}
 	sort.Slice(seqs, func(i, j int) bool { return seqs[i] < seqs[j] })
-	out := map[redactionKey]bool{}
+	out := map[redactionKey]*redactionMark{}
 	for _, s := range seqs {
 		r, err := l.readRecord(ctx, s)
 		if err != nil {
@@ -213,7 +239,9 @@ func (l *Ledger) redactions(ctx context.Context) (map[redactionKey]bool, error) 
 			if err != nil || b.Seq >= s {
 				return nil, &VerifyError{Seq: s, Reason: fmt.Sprintf("redaction lists a bad body (%d, %q)", b.Seq, b.CID)}
 			}
-			out[redactionKey{b.Seq, c.KeyString()}] = true
+			if k := (redactionKey{b.Seq, c.KeyString()}); out[k] == nil {
+				out[k] = &redactionMark{by: s}
+			}
 		}
 	}
 	return out, nil
@@ -225,6 +253,14 @@ func unwrapCorrupt(err error) string {
 		return ve.Reason
 	}
 	return err.Error()
+}
+
+func cidFromKey(k string) string {
+	c, err := cid.Cast([]byte(k))
+	if err != nil {
+		return "?"
+	}
+	return c.String()
 }
 
 func cidText(c cid.Cid) string {

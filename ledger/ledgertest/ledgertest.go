@@ -60,6 +60,8 @@ func Run(t *testing.T, h Harness) {
 		{"WriteFailure", testWriteFailure},
 		{"Tamper", testTamper},
 		{"BadInput", testBadInput},
+		{"Forget", testForget},
+		{"ForgetUnderLoad", testForgetUnderLoad},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.f(t, h) })
 	}
