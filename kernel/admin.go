@@ -1040,15 +1040,6 @@ func readState(ctx context.Context, class schema.DeviceClass, drv capnp.Client, 
 	return "no state for class " + class.String(), nil
 }
 
-// Forget is not built yet.
-func (o *operator) Forget(ctx context.Context, call schema.Operator_forget) error {
-	const op = "forget"
-	if err := o.s.begin(op); err != nil {
-		return err
-	}
-	defer o.s.c.leave()
-	return capnp.Unimplemented("unimplemented: erasure is not built yet")
-}
 
 // Watch streams the ledger tail to a listener until the subscription is
 // cancelled or released, the listener fails, or the session ends.

@@ -301,11 +301,16 @@ func (k *Kernel) admit(ctx context.Context, g *gate, m capnp.Method, args capnp.
 		}
 	}
 	e := ledger.Entry{
-		Kind: ledger.KindCall, Actor: g.actor, Grant: uint64(g.grant), Device: g.device,
+		Kind: ledger.KindCall, Actor: g.actor, Grant: uint64(g.grant), Device: g.device, Subject: g.s.subject,
 		Interface: m.InterfaceID, Method: m.MethodID, Decision: ledger.DecisionAdmit, Time: now, Params: params,
 	}
 	if refusal != nil {
 		e.Decision, e.Reason = ledger.DecisionDeny, truncate(refusal.Error())
+	}
+	if g.s.ended {
+		// A call on an ended session is refused without its params: the
+		// session may have ended because its person was forgotten.
+		e.Params, e.Subject = nil, ""
 	}
 	p, err := k.led.Append(ctx, e)
 	if err != nil {
@@ -381,7 +386,7 @@ func (g *gate) call(ctx context.Context, m capnp.Method, call *server.Call) erro
 	k.seq.land(g.grant, adm)
 	adm.cancel(nil)
 	ret := ledger.Entry{
-		Kind: "return", Actor: g.actor, Grant: uint64(g.grant), Device: g.device,
+		Kind: "return", Actor: g.actor, Grant: uint64(g.grant), Device: g.device, Subject: g.s.subject,
 		Interface: m.InterfaceID, Method: m.MethodID, Ref: adm.pend.Seq(), Time: k.now().UnixNano(),
 	}
 	if cerr != nil {
@@ -425,7 +430,7 @@ func (g *gate) unknown(ctx context.Context, m capnp.Method, call *server.Call) e
 	now := k.now().UnixNano()
 	k.seq.mu.Lock()
 	p, err := k.led.Append(ctx, ledger.Entry{
-		Kind: ledger.KindCall, Actor: g.actor, Grant: uint64(g.grant), Device: g.device,
+		Kind: ledger.KindCall, Actor: g.actor, Grant: uint64(g.grant), Device: g.device, Subject: g.s.subject,
 		Interface: m.InterfaceID, Method: m.MethodID, Decision: ledger.DecisionDeny, Reason: truncate(reason), Time: now,
 	})
 	k.seq.mu.Unlock()

@@ -129,9 +129,16 @@ func (g *gateway) Login(ctx context.Context, call schema.Gateway_login) error {
 	}
 	s := &session{k: k, c: c, p: p}
 	s.holder, s.canHold = capsPrincipal(p)
+	if p.Kind == schema.PrincipalKind_person {
+		subj, err := k.led.Pseudonym(ctx, p.ID)
+		if err != nil {
+			return toException(&Error{Op: op, Kind: Failed, Cause: fmt.Errorf("record login: %w", err)})
+		}
+		s.subject = subj
+	}
 	k.seq.mu.Lock()
 	pend, err := k.led.Append(ctx, ledger.Entry{
-		Kind: ledger.KindLogin, Actor: p.ID, Decision: ledger.DecisionAdmit,
+		Kind: ledger.KindLogin, Actor: p.ID, Subject: s.subject, Decision: ledger.DecisionAdmit,
 		Reason: "as " + p.Kind.String(), Time: now.UnixNano(),
 	})
 	k.seq.mu.Unlock()

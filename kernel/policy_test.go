@@ -247,3 +247,44 @@ func TestRevokeCancelsInFlight(t *testing.T) {
 		t.Errorf("return entry %+v", r)
 	}
 }
+
+// TestOperatorForget: an operator forgets a person while the kernel runs:
+// their session and grants end, their bodies (presence, calls) leave the
+// ledger, the ledger still verifies, and a second forget is "not-exist".
+func TestOperatorForget(t *testing.T) {
+	h := newHarness(t, 1)
+	const room, target = "cam/pem/f1/r1", "cam/pem/f1/r1/light-1"
+	o := h.operator(h.login("op"))
+	p := h.login("p-ada")
+	if _, err := opPresence(o, "p-ada", room, true); err != nil {
+		t.Fatal(err)
+	}
+	c, _ := h.open(p, target)
+	if err := setLevel(schema.Light(c), 35); err != nil {
+		t.Fatal(err)
+	}
+	f, rel := o.Forget(context.Background(), func(p schema.Operator_forget_Params) error { return p.SetSubject("p-ada") })
+	r, err := f.Struct()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, _ := r.Report()
+	// The presence entry's body and the call's params.
+	if rep.Bodies() < 2 || rep.Entries() < 2 || rep.Seq() == 0 {
+		t.Errorf("forget report: %d bodies, %d entries, redaction seq %d", rep.Bodies(), rep.Entries(), rep.Seq())
+	}
+	redSeq := rep.Seq()
+	rel()
+	wantErr(t, "call after forget", setLevel(schema.Light(c), 40), "revoked: setLevel: session ended")
+	red, err := h.led.Read(context.Background(), redSeq)
+	if err != nil || red.Envelope.Kind != ledger.KindRedaction || strings.Contains(string(red.Params()), "p-ada") {
+		t.Errorf("redaction entry %+v, %v", red, err)
+	}
+	if _, err := h.led.Verify(context.Background(), nil); err != nil {
+		t.Errorf("verify after forget: %v", err)
+	}
+	f2, rel2 := o.Forget(context.Background(), func(p schema.Operator_forget_Params) error { return p.SetSubject("p-ada") })
+	_, err = f2.Struct()
+	rel2()
+	wantErr(t, "second forget", err, "not-exist: forget")
+}

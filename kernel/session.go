@@ -26,6 +26,11 @@ type session struct {
 	holder  caps.Principal
 	canHold bool // false for auditors
 
+	// subject is the ledger's pseudonym of a person principal: the entries
+	// of the person's session are filed under it, so that erasure finds
+	// their bodies. "" for other principals.
+	subject string
+
 	ended bool // guarded by k.seq.mu
 }
 
