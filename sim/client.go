@@ -1,10 +1,12 @@
 package sim
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"fmt"
 	"net"
+	"time"
 
 	"capnproto.org/go/capnp/v3"
 	"capnproto.org/go/capnp/v3/rpc"
@@ -13,63 +15,104 @@ import (
 	"github.com/osmose-os/osmose/schema"
 )
 
-// conn is one device program's Cap'n Proto connection to the kernel and
-// its session.
+// conn is one program's Cap'n Proto connection to the kernel and its
+// session.
 type conn struct {
+	nc      net.Conn
 	rc      *rpc.Conn
 	gw      schema.Gateway
 	session schema.Session
+	id      string
+	// The login's nonce and signature, which a malicious program replays.
+	nonce, sig []byte
 }
 
 // dial connects over nc and logs in as id with key, refusing a kernel
 // whose id is not kernelID (empty: accept the id the kernel gives).
 func dial(ctx context.Context, nc net.Conn, kernelID, id string, key ed25519.PrivateKey) (*conn, error) {
 	rc := rpc.NewConn(transport.NewStream(nc), nil)
-	c := &conn{rc: rc, gw: schema.Gateway(rc.Bootstrap(ctx))}
-	s, err := login(ctx, c.gw, kernelID, id, key)
+	c := &conn{nc: nc, rc: rc, gw: schema.Gateway(rc.Bootstrap(ctx)), id: id}
+	s, nonce, sig, err := login(ctx, c.gw, kernelID, id, key)
 	if err != nil {
 		c.gw.Release()
 		c.rc.Close()
 		return nil, err
 	}
-	c.session = s
+	c.session, c.nonce, c.sig = s, nonce, sig
 	return c, nil
 }
 
-// close ends the connection, as a device that powers off; settle, if not
-// nil, does it and waits until the kernel has recorded the session's end.
-func (c *conn) close(ctx context.Context, settle func(ctx context.Context, hangUp func()) error) {
-	hangUp := func() {
-		c.rc.Close()
-		c.session.Release()
-		c.gw.Release()
-	}
+// Ending is how one connection ends, for Config.Settle.
+type Ending struct {
+	// Quit, if set, ends the session cleanly before the connection is
+	// closed: the program releases its session and every capability, and
+	// the kernel records one "logout" entry.
+	Quit func()
+	// Close closes the connection. When Quit is nil the kernel records one
+	// entry for it: a "disconnect" (a crash, a dropped connection, a
+	// hostile peer's bytes).
+	Close func()
+	// Subs is how many subscriptions to sensors the connection held: the
+	// kernel's drivers drop them after it ends.
+	Subs int
+	// Called is when the kernel last called the program (a listener's
+	// delivery), by Config.Wall; zero if never. The kernel's rpc layer
+	// (go-capnp) sends its Finish for such a call 250 ms after the
+	// answer, and records an error of its own if the connection ends
+	// just then; Settle waits until that is past.
+	Called time.Time
+}
+
+// end ends the connection through settle (see Config.Settle), or, without
+// one, by doing e's steps at once.
+func end(ctx context.Context, settle func(context.Context, Ending) error, e Ending) error {
 	if settle != nil {
-		settle(ctx, hangUp)
-	} else {
-		hangUp()
+		return settle(ctx, e)
 	}
+	if e.Quit != nil {
+		e.Quit()
+	}
+	e.Close()
+	return nil
+}
+
+// quit releases the session and the bootstrap capability: the kernel ends
+// the session ("logout") once the release reaches it.
+func (c *conn) quit() {
+	c.session.Release()
+	c.gw.Release()
+}
+
+// hangUp closes the connection without a word to the kernel, as a device
+// that loses power or a network that drops it: the kernel sees the byte
+// stream end. Then the local side is shut down.
+func (c *conn) hangUp() {
+	c.nc.Close()
+	c.rc.Close()
+	c.session.Release()
+	c.gw.Release()
 }
 
 // login does the challenge–response of schema/doc.go. The caller releases
-// the session.
-func login(ctx context.Context, gw schema.Gateway, kernelID, id string, key ed25519.PrivateKey) (schema.Session, error) {
+// the session. It also returns the nonce and the signature it used.
+func login(ctx context.Context, gw schema.Gateway, kernelID, id string, key ed25519.PrivateKey) (schema.Session, []byte, []byte, error) {
 	cf, rel := gw.Challenge(ctx, func(p schema.Gateway_challenge_Params) error { return p.SetPrincipal(id) })
 	defer rel()
 	cr, err := cf.Struct()
 	if err != nil {
-		return schema.Session{}, fmt.Errorf("challenge: %w", err)
+		return schema.Session{}, nil, nil, fmt.Errorf("challenge: %w", err)
 	}
 	kid, err := cr.KernelId()
 	if err != nil {
-		return schema.Session{}, fmt.Errorf("challenge: %w", err)
+		return schema.Session{}, nil, nil, fmt.Errorf("challenge: %w", err)
 	}
 	if kernelID != "" && kid != kernelID {
-		return schema.Session{}, fmt.Errorf("challenge: kernel id %q, want %q", kid, kernelID)
+		return schema.Session{}, nil, nil, fmt.Errorf("challenge: kernel id %q, want %q", kid, kernelID)
 	}
 	nonce, err := cr.Nonce()
+	nonce = bytes.Clone(nonce) // kept after the answer is released
 	if err != nil {
-		return schema.Session{}, fmt.Errorf("challenge: %w", err)
+		return schema.Session{}, nil, nil, fmt.Errorf("challenge: %w", err)
 	}
 	sig := ed25519.Sign(key, schema.LoginMessage(kid, id, nonce))
 	lf, rel2 := gw.Login(ctx, func(p schema.Gateway_login_Params) error {
@@ -84,15 +127,34 @@ func login(ctx context.Context, gw schema.Gateway, kernelID, id string, key ed25
 	defer rel2()
 	lr, err := lf.Struct()
 	if err != nil {
-		return schema.Session{}, fmt.Errorf("login: %w", err)
+		return schema.Session{}, nil, nil, fmt.Errorf("login: %w", err)
 	}
-	return lr.Session().AddRef(), nil
+	return lr.Session().AddRef(), nonce, sig, nil
+}
+
+// replayLogin presents the nonce and signature of c's own login again,
+// as an attacker who captured them would: the kernel refuses (a nonce is
+// single-use) and records the attempt.
+func (c *conn) replayLogin(ctx context.Context) error {
+	f, rel := c.gw.Login(ctx, func(p schema.Gateway_login_Params) error {
+		if err := p.SetPrincipal(c.id); err != nil {
+			return err
+		}
+		if err := p.SetNonce(c.nonce); err != nil {
+			return err
+		}
+		return p.SetSignature(c.sig)
+	})
+	defer rel()
+	_, err := f.Struct()
+	return err
 }
 
 // held is one capability Session.open returned.
 type held struct {
 	path  string
 	class schema.DeviceClass
+	grant string
 	cap   capnp.Client
 }
 
@@ -131,7 +193,11 @@ func (c *conn) open(ctx context.Context, path string, classes classOf, want ...s
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, held{path: target, class: classes(target), cap: hl.At(i).Cap().AddRef()})
+		id, err := g.Id()
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, held{path: target, class: classes(target), grant: id, cap: hl.At(i).Cap().AddRef()})
 	}
 	return out, nil
 }

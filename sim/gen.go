@@ -15,6 +15,10 @@ type GenConfig struct {
 	// DevicesPerRoom takes the first devices of RoomKit (1..len(RoomKit));
 	// beyond the kit, extra lights are added (light-3, light-4, ...).
 	DevicesPerRoom int
+	// People is the number of occupants to declare as principals of kind
+	// person, "p-0001".. (PersonID), so the door badges can report them
+	// and they can log in. 0..9999.
+	People int
 	// Seed derives every key (see Key).
 	Seed int64
 	// Site and Building name the two outer places. Default "campus", "hq".
@@ -41,16 +45,28 @@ var RoomKit = []struct {
 	{"mic", schema.DeviceClass_microphone},
 }
 
-// Principals of a generated building besides its devices.
+// Principals of a generated building besides its devices and people.
 const (
 	OperatorID = "op"
 	AuditorID  = "audit"
+	// BadgesID is the door-badge bridge: the program that reports people
+	// entering and leaving rooms (Operator.presence). It is of kind
+	// operator because the schema gives Operator.presence to operators
+	// only (Session.operator) and has no narrower kind for a presence
+	// bridge; Policy keeps it from every device.
+	BadgesID = "badges"
 )
+
+// PersonID is the pseudonym of the i-th simulated person (1-based),
+// "p-0001": the id the world's people go by, the principal id a generated
+// building declares, and the person the kernel records presence for.
+func PersonID(i int) string { return fmt.Sprintf("p-%04d", i) }
 
 // Generate returns a building: site ⊃ building ⊃ floors f1.. ⊃ rooms
 // ("campus/hq/f2/r203" is room 3 of floor 2), each with DevicesPerRoom
-// devices from RoomKit, plus an operator "op" and an auditor "audit".
-// Every key is Key(Seed, id).
+// devices from RoomKit, plus an operator "op", an auditor "audit", the
+// door-badge bridge "badges" (kind operator) and People persons
+// "p-0001".. (kind person). Every key is Key(Seed, id).
 func Generate(c GenConfig) (*topology.Topology, error) {
 	switch {
 	case c.Floors < 1 || c.Floors > 99:
@@ -59,6 +75,8 @@ func Generate(c GenConfig) (*topology.Topology, error) {
 		return nil, fmt.Errorf("rooms %d: want 1..99 per floor", c.Rooms)
 	case c.DevicesPerRoom < 1 || c.DevicesPerRoom > 64:
 		return nil, fmt.Errorf("devices per room %d: want 1..64", c.DevicesPerRoom)
+	case c.People < 0 || c.People > 9999:
+		return nil, fmt.Errorf("people %d: want 0..9999", c.People)
 	}
 	if c.Site == "" {
 		c.Site = "campus"
@@ -90,7 +108,13 @@ func Generate(c GenConfig) (*topology.Topology, error) {
 	}
 	t.Principals = append(t.Principals,
 		topology.Principal{ID: OperatorID, Kind: schema.PrincipalKind_operator, Key: PublicKey(c.Seed, OperatorID), Label: "Operator"},
-		topology.Principal{ID: AuditorID, Kind: schema.PrincipalKind_auditor, Key: PublicKey(c.Seed, AuditorID), Label: "Auditor"})
+		topology.Principal{ID: AuditorID, Kind: schema.PrincipalKind_auditor, Key: PublicKey(c.Seed, AuditorID), Label: "Auditor"},
+		topology.Principal{ID: BadgesID, Kind: schema.PrincipalKind_operator, Key: PublicKey(c.Seed, BadgesID), Label: "Door badges (presence bridge)"})
+	for i := 1; i <= c.People; i++ {
+		// No label: a person is known to the kernel by pseudonym only.
+		id := PersonID(i)
+		t.Principals = append(t.Principals, topology.Principal{ID: id, Kind: schema.PrincipalKind_person, Key: PublicKey(c.Seed, id)})
+	}
 	t.Index()
 	return t, nil
 }
@@ -99,12 +123,13 @@ func Generate(c GenConfig) (*topology.Topology, error) {
 // how it was made and how its keys derive from seed.
 func WriteTopology(t *topology.Topology, c GenConfig) ([]byte, error) {
 	var buf bytes.Buffer
-	fmt.Fprintf(&buf, `# A simulated building: osmose topology gen --floors %d --rooms %d --devices-per-room %d --seed %d
+	fmt.Fprintf(&buf, `# A simulated building: osmose topology gen --floors %d --rooms %d --devices-per-room %d --people %d --seed %d
 # Format: see internal/topology. Keys are public keys; the private key of
 # principal ID is the ed25519 key whose seed is
 #   SHA-256("%s" || 0x00 || "%d" || 0x00 || ID)
-# so the simulator (osmose sim --seed %d) can log in as every device.
-`, c.Floors, c.Rooms, c.DevicesPerRoom, c.Seed, KeyDomain, c.Seed, c.Seed)
+# so the simulator (osmose sim --seed %d) can log in as every device, as
+# the door-badge bridge %q and as each person (p-0001.., pseudonyms).
+`, c.Floors, c.Rooms, c.DevicesPerRoom, c.People, c.Seed, KeyDomain, c.Seed, c.Seed, BadgesID)
 	if err := t.Write(&buf); err != nil {
 		return nil, err
 	}
@@ -114,7 +139,11 @@ func WriteTopology(t *topology.Topology, c GenConfig) ([]byte, error) {
 // Policy is the default Cedar policy of a simulated building: each device
 // program may use every device of its own room, lights dimmed to at most
 // 80 % (an energy rule: a switch's "full brightness" long press is denied);
-// the operator may use everything.
+// a person may use the lights (at most 80 %) and the display of the room
+// they are in, by grants bound to their presence there (@presence("room"):
+// the door badges report them in, and leaving the room revokes the
+// grants); the operator may use everything; the door-badge bridge, an
+// operator by kind, no device at all.
 const Policy = `// Device programs use the devices of their own room.
 // Energy rule: lights are dimmed to at most 80 %.
 @range("level=0..80")
@@ -125,6 +154,20 @@ permit (principal is Device, action in [Action::"Sensor", Action::"Switch", Acti
         Action::"Display", Action::"Speaker", Action::"Thermostat", Action::"Microphone"], resource is Device)
 when { principal.place == resource.place };
 
-// The operator may use everything.
-permit (principal is Operator, action, resource);
+// People use the lights and the display of the room they are in, while
+// they are in it: the door badges report them in and out, and leaving
+// ends these grants.
+@presence("room")
+@range("level=0..80")
+permit (principal is Person, action in Action::"Light", resource is Device)
+when { principal in resource.place };
+
+@presence("room")
+permit (principal is Person, action in Action::"Display", resource is Device)
+when { principal in resource.place };
+
+// The operator may use everything; the door-badge bridge, an operator
+// only so that it may report presence, uses no device.
+permit (principal is Operator, action, resource)
+unless { principal == Operator::"badges" };
 `

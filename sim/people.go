@@ -6,10 +6,11 @@ import (
 	"time"
 )
 
-// Person is a simulated occupant. Their day follows a schedule drawn from
-// the seed: arrive between 08:00 and 09:30 at their home room, up to two
-// meetings in other rooms, lunch out of the building, and leave between
-// 16:30 and 18:30. Nobody comes on Saturdays and Sundays.
+// Person is a simulated occupant, known by a pseudonym (PersonID). Their
+// day follows a schedule drawn from the seed: arrive between 08:00 and
+// 09:30 at their home room, up to two meetings in other rooms, lunch out
+// of the building, and leave between 16:30 and 18:30. Nobody comes on
+// Saturdays and Sundays.
 type Person struct {
 	ID   string
 	Home string // the room path of their desk
@@ -97,7 +98,7 @@ func newPeople(seed int64, n int, rooms []string) []*Person {
 	ps := make([]*Person, n)
 	for i := range ps {
 		ps[i] = &Person{
-			ID:    fmt.Sprintf("person-%03d", i+1),
+			ID:    PersonID(i + 1),
 			Home:  rooms[order[i%len(rooms)]],
 			seed:  rng.Uint64(),
 			rooms: rooms,

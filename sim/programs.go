@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"capnproto.org/go/capnp/v3"
@@ -33,7 +34,13 @@ import (
 //	co2                         above 1200 ppm the room's speaker asks to
 //	                            open a window (once, until below 1000)
 //	temperature, illuminance    subscribe to their own readings
-//	display                     shows occupancy and temperature
+//	display                     shows occupancy, temperature and the time
+//	                            by its own clock
+//
+// A program's clock is the world's time plus its skew (the "skew" fault;
+// zero otherwise). An occupancy program with a skewed clock stamps the
+// start of a vacancy by it and compares the readings' stamps (the
+// kernel's clock) against that, so its lights go off early or late.
 
 const (
 	comfort     = 21.0
@@ -53,6 +60,19 @@ type program struct {
 
 	caps []held
 	subs []capnp.Client
+	// sensorSubs counts the subscriptions in subs that are to sensors.
+	sensorSubs int
+	// listeners counts the listeners the program exports to the kernel
+	// that the kernel still holds; called is when the kernel last called
+	// one (Config.Wall, Unix ns; 0 if never or no Wall).
+	listeners sync.WaitGroup
+	called    atomic.Int64
+
+	// Faults: see the package doc.
+	skew      time.Duration
+	malicious bool
+	down      bool // crashed, not yet restarted
+	garbage   int  // hostile connections made, to vary the bytes
 
 	mu        sync.Mutex
 	people    float64
@@ -87,18 +107,26 @@ func (p *program) own() (held, bool) {
 
 // call runs one call of the program, counting it and its latency.
 func (p *program) call(what string, f func() error) error {
+	return p.r.do(p.dev.Path, what, f)
+}
+
+// now is the program's clock: the world's time, plus its skew.
+func (p *program) now() time.Time { return p.r.cfg.World.Now().Add(p.skew) }
+
+// do runs one call of a program or person, counting it and its latency.
+func (r *runner) do(who, what string, f func() error) error {
 	var t0 time.Time
-	if p.r.cfg.Wall != nil {
-		t0 = p.r.cfg.Wall()
+	if r.cfg.Wall != nil {
+		t0 = r.cfg.Wall()
 	}
 	err := f()
 	var d time.Duration
-	if p.r.cfg.Wall != nil {
-		d = p.r.cfg.Wall().Sub(t0)
+	if r.cfg.Wall != nil {
+		d = r.cfg.Wall().Sub(t0)
 	}
-	p.r.count(d, err)
+	r.count(d, err)
 	if err != nil && !strings.HasPrefix(denialKind(err), "permission") {
-		p.r.logf("%s: %s: %v", p.dev.Path, what, err)
+		r.logf("%s: %s: %v", who, what, err)
 	}
 	return err
 }
@@ -107,7 +135,7 @@ func (p *program) call(what string, f func() error) error {
 // or "".
 func denialKind(err error) string {
 	msg := err.Error()
-	for _, k := range []string{"permission", "revoked", "not-exist", "invalid", "overloaded"} {
+	for _, k := range []string{"permission", "revoked", "not-exist", "invalid", "overloaded", "unimplemented"} {
 		if strings.Contains(msg, k+": ") {
 			return k
 		}
@@ -192,19 +220,102 @@ func (p *program) start(ctx context.Context) error {
 	return nil
 }
 
-// stop releases what the program holds and closes its connection.
+// stop releases what the program holds, logs out and closes its
+// connection. A crashed program has nothing to stop.
 func (p *program) stop(ctx context.Context) {
+	if p.down || p.c == nil {
+		return
+	}
+	c := p.c
+	err := end(ctx, p.r.cfg.Settle, p.ending(func() {
+		p.release()
+		// The kernel lets go of the listeners once the subscriptions
+		// are gone; only then is nothing of the kernel's own on its way
+		// to the program, and the connection can end without a message
+		// lost.
+		p.awaitListeners(ctx)
+		c.quit()
+	}, c.hangUp))
+	if err != nil {
+		p.r.logf("%s: stop: %v", p.dev.Path, err)
+	}
+	p.c = nil
+}
+
+// awaitListeners waits until the kernel has released every listener the
+// program gave it (10 s at most).
+func (p *program) awaitListeners(ctx context.Context) {
+	done := make(chan struct{})
+	go func() {
+		p.listeners.Wait()
+		close(done)
+	}()
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		p.r.logf("%s: stop: the kernel still holds a listener: %v", p.dev.Path, ctx.Err())
+	}
+}
+
+// listener counts a listener the program exports until its Shutdown, and
+// notes when the kernel calls it.
+type listener struct {
+	p    *program
+	once sync.Once
+}
+
+func (p *program) newListener() *listener {
+	p.listeners.Add(1)
+	return &listener{p: p}
+}
+
+// Shutdown runs when the last reference to the listener is gone.
+func (l *listener) Shutdown() { l.once.Do(l.p.listeners.Done) }
+
+// answered notes that the program has answered a call of the kernel.
+func (l *listener) answered() {
+	if w := l.p.r.cfg.Wall; w != nil {
+		l.p.called.Store(w().UnixNano())
+	}
+}
+
+// ending returns how the program's connection ends, for Config.Settle.
+func (p *program) ending(quit, close func()) Ending {
+	e := Ending{Quit: quit, Close: close, Subs: p.sensorSubs}
+	if t := p.called.Load(); t != 0 {
+		e.Called = time.Unix(0, t)
+	}
+	return e
+}
+
+// release releases the program's capabilities and subscriptions.
+func (p *program) release() {
 	for _, s := range p.subs {
 		s.Release()
 	}
 	for _, h := range p.caps {
 		h.cap.Release()
 	}
-	p.c.close(ctx, p.r.cfg.Settle)
+	p.subs, p.caps, p.sensorSubs = nil, nil, 0
+}
+
+// cut ends the program's connection without a word, as a crash or a
+// dropped connection does, and releases what it held locally.
+func (p *program) cut(ctx context.Context) error {
+	if p.down || p.c == nil {
+		return nil
+	}
+	c := p.c
+	err := end(ctx, p.r.cfg.Settle, p.ending(nil, func() { c.hangUp(); p.release() }))
+	p.c = nil
+	return err
 }
 
 // readingListener calls f with every reading, inside the delivery.
 type readingListener struct {
+	*listener
 	f func(context.Context, schema.Reading)
 }
 
@@ -214,11 +325,12 @@ func (l readingListener) Reading(ctx context.Context, call schema.ReadingListene
 		return err
 	}
 	l.f(ctx, r)
+	l.answered()
 	return nil
 }
 
 func (p *program) subscribe(ctx context.Context, s held, f func(context.Context, schema.Reading)) error {
-	l := schema.ReadingListener_ServerToClient(readingListener{f})
+	l := schema.ReadingListener_ServerToClient(readingListener{p.newListener(), f})
 	defer l.Release()
 	return p.call("subscribe", func() error {
 		fut, rel := schema.Sensor(s.cap).Subscribe(ctx, func(q schema.Sensor_subscribe_Params) error { return q.SetListener(l.AddRef()) })
@@ -228,11 +340,13 @@ func (p *program) subscribe(ctx context.Context, s held, f func(context.Context,
 			return err
 		}
 		p.subs = append(p.subs, capnp.Client(res.Subscription()).AddRef())
+		p.sensorSubs++
 		return nil
 	})
 }
 
 type switchListener struct {
+	*listener
 	f func(context.Context, schema.SwitchEvent)
 }
 
@@ -242,11 +356,12 @@ func (l switchListener) Event(ctx context.Context, call schema.SwitchListener_ev
 		return err
 	}
 	l.f(ctx, e)
+	l.answered()
 	return nil
 }
 
 func (p *program) subscribeSwitch(ctx context.Context, s held, f func(context.Context, schema.SwitchEvent)) error {
-	l := schema.SwitchListener_ServerToClient(switchListener{f})
+	l := schema.SwitchListener_ServerToClient(switchListener{p.newListener(), f})
 	defer l.Release()
 	return p.call("subscribe", func() error {
 		fut, rel := schema.Switch(s.cap).Subscribe(ctx, func(q schema.Switch_subscribe_Params) error { return q.SetListener(l.AddRef()) })
@@ -326,6 +441,11 @@ func (p *program) onOccupancy(ctx context.Context, r schema.Reading) {
 	case n == 0:
 		if p.vacantAt == 0 {
 			p.vacantAt = r.Time()
+			if p.skew != 0 {
+				// A skewed clock stamps the vacancy; the readings'
+				// stamps are the kernel's.
+				p.vacantAt = p.now().UnixNano()
+			}
 		}
 		if !p.offSent && seen && time.Duration(r.Time()-p.vacantAt) >= vacancyOff {
 			p.offSent = true
@@ -393,7 +513,7 @@ func (p *program) onDisplayReading(ctx context.Context, r schema.Reading) {
 	} else if p.people > 1 {
 		who = fmt.Sprintf("%.0f people", p.people)
 	}
-	text := fmt.Sprintf("%s\n%s · %.0f °C", p.r.label(p.room), who, p.temp)
+	text := fmt.Sprintf("%s\n%s · %.0f °C · %s", p.r.label(p.room), who, p.temp, p.now().Format("15:04"))
 	if text == p.shownText {
 		return
 	}

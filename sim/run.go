@@ -6,6 +6,7 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"log/slog"
 	"net"
 	"slices"
@@ -41,20 +42,47 @@ type Config struct {
 	// elapsed so far; it waits to keep the run at its speed (see
 	// cmd/osmose). Nil runs as fast as the kernel answers.
 	Pace func(ctx context.Context, elapsed time.Duration) error
-	// Wall, if set, is the real clock used to measure call latencies (an
-	// effect at the edge; nothing simulated depends on it).
+	// Wall, if set, is the real clock used to measure call latencies and
+	// to note when the kernel last called a program (Ending.Called); an
+	// effect at the edge: nothing simulated depends on it.
 	Wall func() time.Time
 	// Progress, if set, is called every ProgressEvery of simulated time
 	// (default 1 h) and at the end.
 	Progress      func(Progress)
 	ProgressEvery time.Duration
-	// Settle, if set, is called when each program stops: it calls hangUp
-	// (which closes the program's connection) and waits until the kernel
-	// has recorded the session's end, so the ledger's last entries come in
-	// program order too. Nil just hangs up.
-	Settle func(ctx context.Context, hangUp func()) error
+	// Settle, if set, ends one connection (a program stopping at the end,
+	// crashing, dropped, a hostile connection) so that the kernel's record
+	// of it lands at a fixed point of the ledger: it runs e.Quit, if set,
+	// and waits for the kernel's one entry for it (a "logout"), then runs
+	// e.Close and waits (without Quit) for the kernel's one entry (a
+	// "disconnect"); then until the kernel has stopped serving the
+	// connection and its drivers have dropped e.Subs subscriptions to
+	// sensors. Before closing it lets the kernel's rpc layer finish its
+	// last call to the program (e.Called). internal/simkernel provides
+	// it. Nil runs Quit and Close and waits for nothing.
+	Settle func(ctx context.Context, e Ending) error
+	// Ended, if set, is called once when the simulation has ended, before
+	// the programs stop (the ledger is quiet then).
+	Ended func()
 	// Logger receives failures of single calls. Default: discard.
 	Logger *slog.Logger
+
+	// Faults are the faults to inject (see the package doc); the zero
+	// value injects none. They are drawn from Seed.
+	Faults Faults
+	// FloodCalls is how many calls a malicious program's flood sends at
+	// once. It should exceed the kernel's bound on calls in flight per
+	// connection (kernel.Config.MaxInFlight, 256 by default), or the flood
+	// is not one. Default 300.
+	FloodCalls int
+	// Hardware says that World is the hardware behind the kernel's
+	// drivers (internal/simkernel): then a malicious program's flood holds
+	// its sensor's answers until every call of the flood has been
+	// admitted or refused, and releases them one at a time, which makes
+	// the flood's entries deterministic; and slow devices slow the
+	// kernel's calls. Against another kernel (osmose sim --connect) the
+	// flood is racy and slow devices slow nothing.
+	Hardware bool
 }
 
 // Progress is a snapshot of a running simulation.
@@ -64,8 +92,12 @@ type Progress struct {
 	Steps   int
 	Present int // people in the building
 	Events  int // readings and button events delivered
-	Calls   int // calls made by device programs
+	Calls   int // calls made by device programs and people
 	Denials int
+	// Presence is the door badges' reports so far; Faults the faults
+	// injected so far (crashes, drops, slow and stuck devices, attacks).
+	Presence int
+	Faults   int
 }
 
 // Report is what a run did and measured.
@@ -75,14 +107,27 @@ type Report struct {
 	Steps      int
 	Devices    int      // devices of the topology
 	Programs   int      // device programs that logged in and started
-	Skipped    []string // devices without a program, and why
+	Skipped    []string // devices (and other principals) without a program, and why
 	People     int
 	Peak       int // most people in the building at once
 	Events     int // readings and button events delivered through drivers
-	Calls      int // calls device programs made (opens included)
+	Calls      int // calls device programs and people made (opens included)
 	Denials    int // of which the kernel refused with "permission"
 	Failures   int // of which failed otherwise
 	Latencies  []time.Duration
+
+	// Presence: the door-badge bridge's reports (Operator.presence) and
+	// the presence-bound grants the kernel revoked on them.
+	Presence        int
+	PresenceRevoked int
+	// People's own sessions: how many logged in, the presence-bound
+	// grants they got, and the calls they made (counted in Calls too).
+	PeopleIn     int
+	PersonGrants int
+	PersonCalls  int
+
+	// Faults is what the injected faults did.
+	Faults FaultReport
 }
 
 // Percentile returns the q-th (0..1) latency of the programs' calls.
@@ -99,12 +144,21 @@ type runner struct {
 	cfg     Config
 	classes map[string]schema.DeviceClass
 	labels  map[string]string
+	plan    *faultPlan
+	step    int // the step being run, for seeded choices
+
+	progs  []*program
+	byPath map[string]*program
+	badges *bridge
+	people map[string]*occupant
+	order  []*occupant // people in world order
 
 	mu       sync.Mutex
 	calls    int
 	denials  int
 	failures int
 	lat      []time.Duration
+	rep      *Report // counters other than calls, under mu
 }
 
 func (r *runner) classOf(path string) schema.DeviceClass { return r.classes[path] }
@@ -139,14 +193,19 @@ func (r *runner) logf(format string, args ...any) {
 // Run runs the simulation:
 //
 //  1. starts every device program, one after the other: dial, log in
-//     with the device's key, open, subscribe;
-//  2. for each step: moves the clock, advances the world, and delivers
-//     its events one at a time through the drivers (each returns once the
-//     programs have reacted), then paces;
-//  3. stops the programs one after the other.
+//     with the device's key, open, subscribe; then the door-badge bridge;
+//  2. for each step: moves the clock; injects the step's planned faults
+//     (crash, restart, drop, slow, stuck); advances the world; reports
+//     its door badges to the kernel and delivers its readings and presses
+//     one at a time through the drivers (each returns once the programs
+//     have reacted); lets the people who came into a room use its lights;
+//     runs the malicious programs' attacks of the step; then paces;
+//  3. stops the programs, the people's sessions and the bridge, one after
+//     the other.
 //
 // Everything the kernel sees happens in an order fixed by the topology,
-// the seed and the world, which is what makes two runs' ledgers equal.
+// the seed, the fault list and the world, which is what makes two runs'
+// ledgers equal.
 func Run(ctx context.Context, cfg Config) (*Report, error) {
 	switch {
 	case cfg.Topology == nil || cfg.World == nil:
@@ -163,7 +222,11 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	r := &runner{cfg: cfg, classes: map[string]schema.DeviceClass{}, labels: map[string]string{}}
+	if cfg.FloodCalls <= 0 {
+		cfg.FloodCalls = 300
+	}
+	r := &runner{cfg: cfg, classes: map[string]schema.DeviceClass{}, labels: map[string]string{},
+		byPath: map[string]*program{}, people: map[string]*occupant{}}
 	for _, d := range cfg.Topology.Devices {
 		r.classes[d.Path] = d.Class
 	}
@@ -172,49 +235,61 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	w := cfg.World
 	start := w.Now()
-	rep := &Report{Seed: cfg.Seed, Start: start, Devices: len(cfg.Topology.Devices), People: len(w.People())}
+	steps := int(cfg.Duration / cfg.Step)
+	rep := &Report{Seed: cfg.Seed, Start: start, Steps: steps, Devices: len(cfg.Topology.Devices), People: len(w.People())}
+	r.rep = rep
 
-	// 1. Programs.
-	var progs []*program
-	defer func() {
-		for _, p := range progs {
-			p.stop(ctx)
-		}
-	}()
+	// The fault plan, from the seed and the devices that run programs.
+	var runnable []topology.Device
 	for _, d := range cfg.Topology.Devices {
-		key := Key(cfg.Seed, d.Path)
-		if d.Key == nil || !bytes.Equal(key.Public().(ed25519.PublicKey), d.Key) {
+		if r.seeded(d.Path, d.Key) {
+			runnable = append(runnable, d)
+		}
+	}
+	r.plan = planFaults(cfg.Faults, cfg.Seed, runnable, steps, cfg.Step, start)
+	rep.Faults.Plan = r.plan.desc
+	rep.Faults.Malicious = len(r.plan.malicious)
+	rep.Faults.Skewed = len(r.plan.skew)
+
+	// 1. Programs, the badge bridge, the people.
+	defer r.stopAll(ctx)
+	for _, d := range cfg.Topology.Devices {
+		if !r.seeded(d.Path, d.Key) {
 			rep.Skipped = append(rep.Skipped, d.Path+": key not derived from the seed")
 			continue
 		}
 		nc, err := cfg.Dial(ctx)
 		if err != nil {
-			return rep, fmt.Errorf("sim: dial for %s: %w", d.Path, err)
+			return r.finish(rep, w), fmt.Errorf("sim: dial for %s: %w", d.Path, err)
 		}
-		c, err := dial(ctx, nc, cfg.KernelID, d.Path, key)
+		c, err := dial(ctx, nc, cfg.KernelID, d.Path, Key(cfg.Seed, d.Path))
 		if err != nil {
 			rep.Skipped = append(rep.Skipped, fmt.Sprintf("%s: %v", d.Path, err))
 			continue
 		}
-		p := &program{r: r, dev: d, room: topology.Parent(d.Path), c: c}
-		progs = append(progs, p)
+		p := &program{r: r, dev: d, room: topology.Parent(d.Path), c: c, skew: r.plan.skew[d.Path], malicious: r.plan.malicious[d.Path]}
+		r.progs = append(r.progs, p)
+		r.byPath[d.Path] = p
 		if err := p.start(ctx); err != nil {
 			rep.Skipped = append(rep.Skipped, fmt.Sprintf("%s: %v", d.Path, err))
 			continue
 		}
 		rep.Programs++
 	}
+	if err := r.startBridge(ctx); err != nil {
+		rep.Skipped = append(rep.Skipped, fmt.Sprintf("%s: %v", BadgesID, err))
+	}
+	r.addPeople()
 
 	// 2. Steps.
-	steps := int(cfg.Duration / cfg.Step)
-	rep.Steps = steps
 	nextProgress := start.Add(cfg.ProgressEvery)
 	report := func(i int, t time.Time) {
 		if cfg.Progress == nil {
 			return
 		}
 		r.mu.Lock()
-		pr := Progress{Time: t, Step: i, Steps: steps, Present: w.Occupied(), Events: rep.Events, Calls: r.calls, Denials: r.denials}
+		pr := Progress{Time: t, Step: i, Steps: steps, Present: w.Occupied(), Events: rep.Events, Calls: r.calls, Denials: r.denials,
+			Presence: rep.Presence, Faults: rep.Faults.injected()}
 		r.mu.Unlock()
 		cfg.Progress(pr)
 	}
@@ -222,15 +297,42 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		if err := ctx.Err(); err != nil {
 			return r.finish(rep, w), err
 		}
+		r.step = i
 		t := start.Add(time.Duration(i) * cfg.Step)
 		if cfg.Clock != nil {
 			cfg.Clock.Set(t)
 		}
+		acts := r.plan.at(i)
+		for _, a := range acts {
+			if a.Kind != fAttack {
+				r.fault(ctx, a)
+			}
+		}
+		var entered []Event
 		for _, e := range w.Advance(t) {
+			if e.Person != "" {
+				r.badge(ctx, e)
+				if e.Present {
+					entered = append(entered, e)
+				}
+				continue
+			}
 			if err := w.Fire(ctx, e); err != nil {
 				r.logf("deliver %v: %v", e, err)
 			}
+			r.mu.Lock()
 			rep.Events++
+			r.mu.Unlock()
+		}
+		for _, e := range entered {
+			if o := r.people[e.Person]; o != nil {
+				o.entered(ctx, e.Place)
+			}
+		}
+		for _, a := range acts {
+			if a.Kind == fAttack {
+				r.fault(ctx, a)
+			}
 		}
 		if n := w.Occupied(); n > rep.Peak {
 			rep.Peak = n
@@ -245,7 +347,30 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			}
 		}
 	}
+	if cfg.Ended != nil {
+		cfg.Ended()
+	}
 	return r.finish(rep, w), nil
+}
+
+// seeded says whether key is the key the seed derives for id, so the
+// simulator can log in as id.
+func (r *runner) seeded(id string, key ed25519.PublicKey) bool {
+	return key != nil && bytes.Equal(Key(r.cfg.Seed, id).Public().(ed25519.PublicKey), key)
+}
+
+// stopAll stops the device programs, then the people, then the bridge,
+// each in order.
+func (r *runner) stopAll(ctx context.Context) {
+	for _, p := range r.progs {
+		p.stop(ctx)
+	}
+	for _, o := range r.order {
+		o.stop(ctx)
+	}
+	if r.badges != nil {
+		r.badges.stop(ctx)
+	}
 }
 
 func (r *runner) finish(rep *Report, w *World) *Report {
@@ -255,5 +380,35 @@ func (r *runner) finish(rep *Report, w *World) *Report {
 	rep.Calls, rep.Denials, rep.Failures = r.calls, r.denials, r.failures
 	rep.Latencies = slices.Clone(r.lat)
 	slices.Sort(rep.Latencies)
+	if r.cfg.Hardware {
+		rep.Faults.LateAnswers = w.LateAnswers()
+	}
 	return rep
+}
+
+// chance returns a uniform number in [0, 1) for this run's seed, the
+// current step and the parts.
+func (r *runner) chance(parts ...string) float64 {
+	return float64(r.hash(parts...)>>11) / (1 << 53)
+}
+
+// hash returns a 64-bit hash of the seed, the current step and the parts.
+func (r *runner) hash(parts ...string) uint64 {
+	h := fnv.New64a()
+	fmt.Fprintf(h, "run\x00%d\x00%d", r.cfg.Seed, r.step)
+	for _, p := range parts {
+		h.Write([]byte{0})
+		h.Write([]byte(p))
+	}
+	return mix(h.Sum64())
+}
+
+// mix is the splitmix64 finaliser: fnv's low bits are weak.
+func mix(x uint64) uint64 {
+	x ^= x >> 30
+	x *= 0xbf58476d1ce4e5b9
+	x ^= x >> 27
+	x *= 0x94d049bb133111eb
+	x ^= x >> 31
+	return x
 }

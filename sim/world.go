@@ -27,6 +27,10 @@ type WorldConfig struct {
 	Start time.Time
 	// Physics are the model's constants; zero fields take DefaultPhysics.
 	Physics Physics
+	// Sleep, if set, is how a slow device (Slow) answers late: it waits
+	// for a real-time duration (time.Sleep at the edge). Nil: slow devices
+	// answer at once. Nothing simulated depends on it.
+	Sleep func(time.Duration)
 }
 
 // World is the building's physics and people: a seeded state machine that
@@ -48,6 +52,13 @@ type World struct {
 	hw      map[string]any
 	sensors []*Sensor // in topology order
 	people  []*Person
+	at      []string // the room each person is in, "" out
+
+	// Faults (see Slow, Hold, Freeze).
+	sleep func(time.Duration)
+	slow  map[string]time.Duration
+	holds map[string]*Hold
+	late  int
 }
 
 // room is one room's state.
@@ -64,18 +75,30 @@ type room struct {
 	hasControl bool // a thermostat is in the room
 }
 
-// Event is something the hardware reports, for the runner to deliver
-// through the drivers (World.Fire): a sensor's new reading, or a person's
-// hand on a switch.
+// Event is something the building reports: a sensor's new reading or a
+// person's hand on a switch, for the runner to deliver through the drivers
+// (World.Fire); or a door badge: a person entering or leaving a room, for
+// the runner to report to the kernel (Operator.presence).
 type Event struct {
 	Device string
 	// Reading is the new value of a sensor (Buttons empty).
 	Reading float64
 	// Buttons is a sequence of events of button 0 of a switch.
 	Buttons []schema.SwitchEventKind
+	// Person, when set, makes the event a door badge's: the person
+	// entered (Present) or left the room Place. Device is empty.
+	Person  string
+	Place   string
+	Present bool
 }
 
 func (e Event) String() string {
+	if e.Person != "" {
+		if e.Present {
+			return fmt.Sprintf("%s entered %s", e.Person, e.Place)
+		}
+		return fmt.Sprintf("%s left %s", e.Person, e.Place)
+	}
 	if len(e.Buttons) > 0 {
 		return fmt.Sprintf("%s %v", e.Device, e.Buttons)
 	}
@@ -106,6 +129,9 @@ func NewWorld(cfg WorldConfig) (*World, error) {
 		now:    cfg.Start,
 		byRoom: map[string]*room{},
 		hw:     map[string]any{},
+		sleep:  cfg.Sleep,
+		slow:   map[string]time.Duration{},
+		holds:  map[string]*Hold{},
 	}
 	var roomPaths []string
 	for _, p := range cfg.Topology.Places {
@@ -118,7 +144,7 @@ func NewWorld(cfg WorldConfig) (*World, error) {
 		r := w.roomOf(d.Path)
 		switch d.Class {
 		case schema.DeviceClass_light:
-			l := &Light{w: w, r: r}
+			l := &Light{w: w, r: r, path: d.Path}
 			r.lights = append(r.lights, l)
 			w.hw[d.Path] = l
 		case schema.DeviceClass_thermostat:
@@ -129,11 +155,11 @@ func NewWorld(cfg WorldConfig) (*World, error) {
 			w.sensors = append(w.sensors, s)
 			w.hw[d.Path] = s
 		case schema.DeviceClass_doorLock:
-			w.hw[d.Path] = &Lock{w: w}
+			w.hw[d.Path] = &Lock{w: w, path: d.Path}
 		case schema.DeviceClass_display:
-			w.hw[d.Path] = &Display{w: w}
+			w.hw[d.Path] = &Display{w: w, path: d.Path}
 		case schema.DeviceClass_speaker:
-			w.hw[d.Path] = &Speaker{w: w}
+			w.hw[d.Path] = &Speaker{w: w, path: d.Path}
 		case schema.DeviceClass_microphone:
 			w.hw[d.Path] = &Microphone{w: w}
 		case schema.DeviceClass_switch:
@@ -143,6 +169,7 @@ func NewWorld(cfg WorldConfig) (*World, error) {
 		}
 	}
 	w.people = newPeople(cfg.Seed, cfg.People, roomPaths)
+	w.at = make([]string, len(w.people))
 	return w, nil
 }
 
@@ -235,8 +262,10 @@ func (w *World) lux(r *room) float64 {
 // puts them, thermostats switch their heating, temperature and CO2 follow
 // their first-order models over the step, and every sensor whose value
 // moved past its dead band (or whose heartbeat is due) reports. It returns
-// the events to deliver, in a deterministic order: occupancy changes
-// first, then the other readings in topology order, then switch presses.
+// the events to deliver, in a deterministic order: the door badges first
+// (person by person, in the order of People: leaving the old room, then
+// entering the new one), then occupancy changes, then the other readings
+// in topology order, then switch presses.
 func (w *World) Advance(to time.Time) []Event {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -253,12 +282,24 @@ func (w *World) Advance(to time.Time) []Event {
 	}
 	w.now = to
 	w.tick++
-	// People move.
+	// People move, badging out of one room and into the next.
 	counts := map[string]int{}
-	for _, p := range w.people {
-		if at := p.At(to); at != "" {
+	var badges []Event
+	for i, p := range w.people {
+		at := p.At(to)
+		if at != "" {
 			counts[at]++
 		}
+		if at == w.at[i] {
+			continue
+		}
+		if w.at[i] != "" {
+			badges = append(badges, Event{Person: p.ID, Place: w.at[i]})
+		}
+		if at != "" {
+			badges = append(badges, Event{Person: p.ID, Place: at, Present: true})
+		}
+		w.at[i] = at
 	}
 	var presses []Event
 	for _, r := range w.rooms {
@@ -302,12 +343,17 @@ func (w *World) Advance(to time.Time) []Event {
 			other = append(other, e)
 		}
 	}
-	return append(append(occ, other...), presses...)
+	return append(append(append(badges, occ...), other...), presses...)
 }
 
 // Fire delivers an event through the driver watching the hardware, and
 // returns when every subscriber has it. Hardware nobody drives ignores it.
+// A door badge's event has no hardware: the runner reports it to the
+// kernel itself.
 func (w *World) Fire(ctx context.Context, e Event) error {
+	if e.Person != "" {
+		return fmt.Errorf("sim: %v: a door badge's report goes to the kernel, not through a driver", e)
+	}
 	w.mu.Lock()
 	hw := w.hw[e.Device]
 	w.mu.Unlock()
@@ -371,6 +417,131 @@ func (w *World) Stick(path string, v float64) error {
 	return nil
 }
 
+// Freeze makes a sensor stuck at the value it last reported (or measures
+// now, if it never reported): it keeps reporting that value, on its
+// heartbeat, until Unstick.
+func (w *World) Freeze(path string) (float64, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	s, ok := w.hw[path].(*Sensor)
+	if !ok {
+		return 0, fmt.Errorf("sim: %s is not a sensor", path)
+	}
+	v := s.last
+	if !s.reported {
+		v = s.sample()
+	}
+	s.stuck = &v
+	return v, nil
+}
+
+// Unstick makes a stuck sensor measure again.
+func (w *World) Unstick(path string) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	s, ok := w.hw[path].(*Sensor)
+	if !ok {
+		return fmt.Errorf("sim: %s is not a sensor", path)
+	}
+	s.stuck = nil
+	return nil
+}
+
+// Slow makes a device answer each request of its driver d late (a slow
+// device; 0: on time again). The delay is real time, through
+// WorldConfig.Sleep: it changes how long calls take, never what they do.
+func (w *World) Slow(path string, d time.Duration) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if d <= 0 {
+		delete(w.slow, path)
+		return
+	}
+	w.slow[path] = d
+}
+
+// LateAnswers returns how many requests slow devices answered late.
+func (w *World) LateAnswers() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.late
+}
+
+// Hold is a device whose answers wait for the runner's word: each request
+// of its driver waits until Next lets one through, or until Release.
+// With a driver serving one request at a time, the runner decides when
+// each answer goes back, which makes a flood of calls deterministic (see
+// the malicious program in the package doc).
+type Hold struct {
+	w    *World
+	path string
+
+	mu       sync.Mutex
+	cond     *sync.Cond
+	turns    int
+	released bool
+}
+
+// Hold holds the answers of a device until the Hold is released. One
+// hold per device at a time.
+func (w *World) Hold(path string) *Hold {
+	h := &Hold{w: w, path: path}
+	h.cond = sync.NewCond(&h.mu)
+	w.mu.Lock()
+	w.holds[path] = h
+	w.mu.Unlock()
+	return h
+}
+
+// Next lets one more request through.
+func (h *Hold) Next() {
+	h.mu.Lock()
+	h.turns++
+	h.mu.Unlock()
+	h.cond.Broadcast()
+}
+
+// Release ends the hold: every request waiting or to come goes through.
+func (h *Hold) Release() {
+	h.w.mu.Lock()
+	if h.w.holds[h.path] == h {
+		delete(h.w.holds, h.path)
+	}
+	h.w.mu.Unlock()
+	h.mu.Lock()
+	h.released = true
+	h.mu.Unlock()
+	h.cond.Broadcast()
+}
+
+func (h *Hold) wait() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for h.turns == 0 && !h.released {
+		h.cond.Wait()
+	}
+	if !h.released {
+		h.turns--
+	}
+}
+
+// answer runs before a device answers a request of its driver: a held
+// device waits for its turn, a slow one answers late.
+func (w *World) answer(path string) {
+	w.mu.Lock()
+	h, d, sleep := w.holds[path], w.slow[path], w.sleep
+	if d > 0 && sleep != nil {
+		w.late++
+	}
+	w.mu.Unlock()
+	if h != nil {
+		h.wait()
+	}
+	if d > 0 && sleep != nil {
+		sleep(d)
+	}
+}
+
 // Publish makes a sensor report what it measures now.
 func (w *World) Publish(ctx context.Context, path string) error {
 	w.mu.Lock()
@@ -421,11 +592,13 @@ func (w *World) Hear(ctx context.Context, path string, frame []byte) error {
 type Light struct {
 	w     *World
 	r     *room
+	path  string
 	on    bool
 	level uint8
 }
 
 func (l *Light) SetLight(on bool, level uint8) error {
+	l.w.answer(l.path)
 	l.w.mu.Lock()
 	l.on, l.level = on, level
 	l.w.mu.Unlock()
@@ -448,6 +621,7 @@ type Thermostat struct {
 }
 
 func (t *Thermostat) SetThermostat(setpoint float64, mode schema.ThermostatMode) error {
+	t.w.answer(t.path)
 	t.w.mu.Lock()
 	t.r.setpoint, t.r.mode = setpoint, mode
 	t.w.mu.Unlock()
@@ -462,6 +636,7 @@ func (t *Thermostat) Target() (float64, schema.ThermostatMode) {
 }
 
 func (t *Thermostat) Temperature() float64 {
+	t.w.answer(t.path)
 	t.w.mu.Lock()
 	defer t.w.mu.Unlock()
 	return math.Round((t.r.temp+0.1*t.w.noise(t.path))*10) / 10
@@ -484,6 +659,7 @@ type Sensor struct {
 }
 
 func (s *Sensor) Sample() float64 {
+	s.w.answer(s.path)
 	s.w.mu.Lock()
 	defer s.w.mu.Unlock()
 	return s.sample()
@@ -545,10 +721,12 @@ func (s *Sensor) fire(ctx context.Context, v float64) error {
 // Lock is a simulated door lock without a door contact.
 type Lock struct {
 	w      *World
+	path   string
 	locked bool
 }
 
 func (l *Lock) SetLocked(locked bool) error {
+	l.w.answer(l.path)
 	l.w.mu.Lock()
 	l.locked = locked
 	l.w.mu.Unlock()
@@ -567,10 +745,12 @@ func (l *Lock) Locked() bool {
 // Display is a simulated text panel.
 type Display struct {
 	w    *World
+	path string
 	text string
 }
 
 func (d *Display) Show(text string) error {
+	d.w.answer(d.path)
 	d.w.mu.Lock()
 	d.text = text
 	d.w.mu.Unlock()
@@ -588,12 +768,14 @@ func (d *Display) Text() string {
 // A sound or an utterance plays until Stop (the model has no duration).
 type Speaker struct {
 	w       *World
+	path    string
 	volume  uint8
 	playing bool
 	said    []string
 }
 
 func (s *Speaker) Play(sound string) error {
+	s.w.answer(s.path)
 	if sound != "chime" && sound != "alarm" {
 		return fmt.Errorf("not-exist: play: no sound %q", sound)
 	}
@@ -604,6 +786,7 @@ func (s *Speaker) Play(sound string) error {
 }
 
 func (s *Speaker) Say(text string) error {
+	s.w.answer(s.path)
 	s.w.mu.Lock()
 	s.playing = true
 	s.said = append(s.said, text)
@@ -612,6 +795,7 @@ func (s *Speaker) Say(text string) error {
 }
 
 func (s *Speaker) SetVolume(v uint8) error {
+	s.w.answer(s.path)
 	s.w.mu.Lock()
 	s.volume = v
 	s.w.mu.Unlock()
@@ -619,6 +803,7 @@ func (s *Speaker) SetVolume(v uint8) error {
 }
 
 func (s *Speaker) Stop() error {
+	s.w.answer(s.path)
 	s.w.mu.Lock()
 	s.playing = false
 	s.w.mu.Unlock()
@@ -626,6 +811,7 @@ func (s *Speaker) Stop() error {
 }
 
 func (s *Speaker) Playing() bool {
+	s.w.answer(s.path)
 	s.w.mu.Lock()
 	defer s.w.mu.Unlock()
 	return s.playing

@@ -14,7 +14,7 @@ import (
 )
 
 func TestGenerateRoundTrip(t *testing.T) {
-	c := GenConfig{Floors: 2, Rooms: 3, DevicesPerRoom: 14, Seed: 9}
+	c := GenConfig{Floors: 2, Rooms: 3, DevicesPerRoom: 14, People: 12, Seed: 9}
 	top, err := Generate(c)
 	if err != nil {
 		t.Fatal(err)
@@ -37,6 +37,25 @@ func TestGenerateRoundTrip(t *testing.T) {
 	}
 	if _, ok := back.Device("campus/hq/f2/r203/light-3"); !ok {
 		t.Errorf("no extra light-3 in a 14-device room")
+	}
+	// The people, by pseudonym, and the door-badge bridge, an operator.
+	if got, want := len(back.Principals), 3+12; got != want {
+		t.Fatalf("%d principals, want %d", got, want)
+	}
+	for _, id := range []string{"p-0001", "p-0012", BadgesID, OperatorID, AuditorID} {
+		p, ok := back.Login(id)
+		if !ok || !bytes.Equal(p.Key, PublicKey(9, id)) {
+			t.Errorf("principal %s: %+v, %v", id, p, ok)
+		}
+	}
+	if p, _ := back.Login("p-0007"); p.Kind != schema.PrincipalKind_person || p.Label != "" {
+		t.Errorf("p-0007: %+v: want a person with no label", p)
+	}
+	if p, _ := back.Login(BadgesID); p.Kind != schema.PrincipalKind_operator {
+		t.Errorf("badges: kind %v, want operator", p.Kind)
+	}
+	if !strings.Contains(string(b), "--people 12") {
+		t.Errorf("header does not say how the file was made:\n%s", b[:300])
 	}
 	// A malformed file is rejected with file, line and reason.
 	bad := strings.Replace(string(b), "class: thermostat", "class: thermostaat", 1)

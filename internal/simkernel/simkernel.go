@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"math/rand/v2"
@@ -47,14 +48,32 @@ type Options struct {
 	Step     time.Duration
 	// Origin is the ledger's origin and kernel id. Default "osmose-sim".
 	Origin string
-	// Pace, Wall, Progress, ProgressEvery: see sim.Config.
+	// Pace, Wall, Progress, ProgressEvery: see sim.Config. Wall defaults
+	// to time.Now (the harness needs a real clock; see sim.Ending.Called).
 	Pace          func(ctx context.Context, elapsed time.Duration) error
 	Wall          func() time.Time
 	Progress      func(sim.Progress)
 	ProgressEvery time.Duration
 	// Logger receives the kernel's and the simulator's rare messages.
 	Logger *slog.Logger
+
+	// Faults are the faults to inject (sim.Faults; see the sim package
+	// doc), drawn from Seed. The zero value injects none.
+	Faults sim.Faults
+	// MaxInFlight is the kernel's bound on calls in flight per connection
+	// (kernel.Config.MaxInFlight); 0 takes the kernel's default (256). A
+	// malicious program's flood sends a quarter more calls than the bound.
+	MaxInFlight int
+	// Sleep is how slow devices answer late; default time.Sleep.
+	Sleep func(time.Duration)
 }
+
+// kernelMaxInFlight is kernel.Config.MaxInFlight's default.
+const kernelMaxInFlight = 256
+
+// finishDelay is how long after a call's answer go-capnp's rpc sends its
+// Finish (250 ms, rpc.go "incoming return"), with a margin.
+const finishDelay = 350 * time.Millisecond
 
 // Result is what a run did, as the simulator measured it and as the
 // ledger records it.
@@ -69,9 +88,8 @@ type Result struct {
 	Bytes    int64          // size of DIR/ledger on disk
 	Verify   *ledger.VerifyReport
 	// Quiesced is the ledger's size when the simulation ended, before the
-	// programs hung up: the entries after it end the sessions, one per
-	// program in program order, but whether the kernel records each as
-	// "logout" or "disconnect" is a race inside the kernel.
+	// programs stopped: the entries after it end the sessions, one
+	// "logout" per program, person and bridge, in that order.
 	Quiesced int64
 	// VerifyErr is why verification failed; nil when it passed.
 	VerifyErr error
@@ -101,7 +119,10 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	world, err := sim.NewWorld(sim.WorldConfig{Topology: o.Topology, Seed: o.Seed, People: o.People, Start: o.Start})
+	if o.Sleep == nil {
+		o.Sleep = time.Sleep
+	}
+	world, err := sim.NewWorld(sim.WorldConfig{Topology: o.Topology, Seed: o.Seed, People: o.People, Start: o.Start, Sleep: o.Sleep})
 	if err != nil {
 		return nil, err
 	}
@@ -140,6 +161,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		Ledger: led, Topology: o.Topology,
 		Policy:  []caps.PolicyFile{{Name: "policy.cedar", Text: o.Policy}},
 		Drivers: set.Clients(), Now: clock.Now, Rand: seeded(o.Seed, "kernel"), Logger: o.Logger,
+		MaxInFlight: o.MaxInFlight,
 	})
 	if err != nil {
 		led.Close()
@@ -148,33 +170,95 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}
 
 	var wg sync.WaitGroup
+	var served gauge // connections the kernel is serving
 	dial := func(ctx context.Context) (net.Conn, error) {
 		client, server := net.Pipe()
 		wg.Add(1)
+		served.add(1)
 		go func() {
 			defer wg.Done()
-			k.ServeConn(ctx, server)
+			defer served.add(-1)
+			k.ServeConn(ctx, socket{server})
 		}()
 		return client, nil
 	}
-	// settle hangs a program up and waits for the entry that ends its
-	// session. The sim is quiet then (every answered call's entries are
-	// durable), so the next entry is that one.
-	settle := func(ctx context.Context, hangUp func()) error {
-		n := led.Size()
-		if res.Quiesced == 0 {
-			res.Quiesced = n
+	sensorSubs := func() int {
+		n := 0
+		for _, p := range set.Paths() {
+			if d, ok := set.Driver(p); ok {
+				if s, ok := d.(*drivers.Sensor); ok {
+					n += s.Subscribers()
+				}
+			}
 		}
-		hangUp()
+		return n
+	}
+	// settle ends one connection and waits until the kernel has recorded
+	// its end, stopped serving it, and the drivers have dropped its
+	// subscriptions (see sim.Config.Settle). The sim is quiet then (every
+	// answered call's entries are durable), so the next entry is the one
+	// it waits for.
+	settle := func(ctx context.Context, e sim.Ending) error {
 		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
-		_, err := led.WaitSize(ctx, n) // returns once the size exceeds n
-		return err
+		conns, subs, n := served.get(), sensorSubs(), led.Size()
+		// The kernel's rpc layer sends the Finish of its last call on the
+		// connection 250 ms after the answer, and records an error of its
+		// own (a "disconnect" entry, or another reason in one) if the
+		// connection ends just then.
+		finished := func() {
+			if !e.Called.IsZero() {
+				if d := time.Until(e.Called.Add(finishDelay)); d > 0 {
+					time.Sleep(d)
+				}
+			}
+		}
+		if e.Quit != nil {
+			e.Quit()
+			if _, err := led.WaitSize(ctx, n); err != nil {
+				e.Close()
+				return fmt.Errorf("wait for the session's end: %w", err)
+			}
+			finished()
+			e.Close()
+		} else {
+			finished()
+			e.Close()
+			if _, err := led.WaitSize(ctx, n); err != nil {
+				return fmt.Errorf("wait for the connection's end: %w", err)
+			}
+		}
+		if err := served.wait(ctx, conns-1); err != nil {
+			return fmt.Errorf("wait for the kernel to let the connection go: %w", err)
+		}
+		// A driver drops a subscription a moment after the kernel lets
+		// go of it (two goroutine hops); no event may reach a dead
+		// listener meanwhile.
+		tick := time.NewTicker(200 * time.Microsecond)
+		defer tick.Stop()
+		for sensorSubs() > subs-e.Subs {
+			select {
+			case <-tick.C:
+			case <-ctx.Done():
+				return fmt.Errorf("wait for the drivers to drop %d subscriptions: %w", e.Subs, ctx.Err())
+			}
+		}
+		return nil
+	}
+	bound := o.MaxInFlight
+	if bound <= 0 {
+		bound = kernelMaxInFlight
+	}
+	wall := o.Wall
+	if wall == nil {
+		wall = time.Now // settle needs it (sim.Ending.Called)
 	}
 	rep, runErr := sim.Run(ctx, sim.Config{
 		Topology: o.Topology, World: world, Seed: o.Seed, Dial: dial, KernelID: k.ID(), Clock: clock,
-		Duration: o.Duration, Step: o.Step, Pace: o.Pace, Wall: o.Wall,
+		Duration: o.Duration, Step: o.Step, Pace: o.Pace, Wall: wall,
 		Progress: o.Progress, ProgressEvery: o.ProgressEvery, Settle: settle, Logger: o.Logger,
+		Ended:  func() { res.Quiesced = led.Size() },
+		Faults: o.Faults, FloodCalls: bound + bound/4 + 4, Hardware: true,
 	})
 	res.Report = rep
 	k.Close()
@@ -260,4 +344,64 @@ func CIDs(ctx context.Context, dir string) (cids, summaries []string, err error)
 		summaries[i] = fmt.Sprintf("%d %s actor=%s dev=%s grant=%d meth=%d dec=%s why=%q t=%d", e.Seq, e.Kind, e.Actor, e.Device, e.Grant, e.Method, e.Decision, e.Reason, e.Time)
 	}
 	return cids, summaries, nil
+}
+
+// gauge is a count that can be waited on.
+type gauge struct {
+	mu      sync.Mutex
+	n       int
+	changed chan struct{}
+}
+
+func (g *gauge) add(d int) {
+	g.mu.Lock()
+	g.n += d
+	if g.changed != nil {
+		close(g.changed)
+		g.changed = nil
+	}
+	g.mu.Unlock()
+}
+
+func (g *gauge) get() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.n
+}
+
+// wait waits until the count is at most n.
+func (g *gauge) wait(ctx context.Context, n int) error {
+	for {
+		g.mu.Lock()
+		if g.n <= n {
+			g.mu.Unlock()
+			return nil
+		}
+		if g.changed == nil {
+			g.changed = make(chan struct{})
+		}
+		ch := g.changed
+		g.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// socket is the kernel's end of an in-memory pipe, made to fail as a
+// socket does: reading from a pipe end closed locally fails with
+// io.ErrClosedPipe, where a socket's read fails with net.ErrClosed, which
+// the kernel takes for a clean end. (Without this, a connection the kernel
+// itself aborts, for a hostile peer's bytes, is recorded with the pipe's
+// error or the peer's, depending on which goroutine gets there first.)
+type socket struct{ net.Conn }
+
+func (s socket) Read(b []byte) (int, error) {
+	n, err := s.Conn.Read(b)
+	if errors.Is(err, io.ErrClosedPipe) {
+		err = net.ErrClosed
+	}
+	return n, err
 }
