@@ -98,7 +98,7 @@ func runBenchSim(ctx context.Context, e *env, args []string) error {
 	case *hours <= 0 || *people < 0 || *sample <= 0:
 		return usagef("--hours and --sample must be positive, --people not negative")
 	}
-	top, err := sim.Generate(sim.GenConfig{Floors: *floors, Rooms: *rooms, DevicesPerRoom: *per, Seed: *seed})
+	top, err := sim.Generate(sim.GenConfig{Floors: *floors, Rooms: *rooms, DevicesPerRoom: *per, People: *people, Seed: *seed})
 	if err != nil {
 		return usagef("%v", err)
 	}
