@@ -209,8 +209,10 @@ func (l rpcLogger) Debug(string, ...any) {}
 func (l rpcLogger) Info(string, ...any)  {}
 func (l rpcLogger) Warn(string, ...any)  {}
 func (l rpcLogger) Error(msg string, args ...any) {
-	// Clean ends are reported too; they are not failures.
-	if strings.Contains(msg, "EOF") || strings.Contains(msg, "closed") || strings.Contains(msg, "connection reset") {
+	// Clean ends are reported too; they are not failures (a release or
+	// finish still queued when the connection shuts down is cancelled).
+	if strings.Contains(msg, "EOF") || strings.Contains(msg, "closed") || strings.Contains(msg, "connection reset") ||
+		strings.Contains(msg, "context canceled") {
 		return
 	}
 	l.c.mu.Lock()
