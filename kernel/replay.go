@@ -39,27 +39,6 @@ func NewCatalog() *Catalog {
 // caps table with (caps.Config.Interfaces).
 func (c *Catalog) Interfaces() []caps.Interface { return c.cat.capsInterfaces() }
 
-// DeviceInterface reports whether id is the interface of a device class,
-// one that grants are for (as opposed to a callback interface).
-func (c *Catalog) DeviceInterface(id uint64) bool {
-	for _, f := range c.cat.byClass {
-		if f.id == id {
-			return true
-		}
-	}
-	return false
-}
-
-// ClassInterface returns the interface id of a device class, false for a
-// class the kernel serves no interface for.
-func (c *Catalog) ClassInterface(class schema.DeviceClass) (uint64, bool) {
-	f := c.cat.byClass[class]
-	if f == nil {
-		return 0, false
-	}
-	return f.id, true
-}
-
 // Methods returns the number of methods of an interface, 0 for one the
 // catalog does not know.
 func (c *Catalog) Methods(iface uint64) int {
@@ -74,6 +53,13 @@ func (c *Catalog) Methods(iface uint64) int {
 // "@<hex id>" for an unknown interface.
 func (c *Catalog) MethodName(iface uint64, method uint16) (ifaceName, methodName string) {
 	return c.cat.methodName(capnp.Method{InterfaceID: iface, MethodID: method})
+}
+
+// HasArgs reports whether the gate extracts numeric arguments from the
+// calls of a method (so that CallArgs needs their params).
+func (c *Catalog) HasArgs(iface uint64, method uint16) bool {
+	f := c.cat.byID[iface]
+	return f != nil && f.args[method] != nil
 }
 
 // CallArgs returns the numeric arguments of a call as the gate extracts
@@ -190,10 +176,12 @@ func PresenceRefusal(d caps.Decision, place string) string {
 }
 
 // Why a change entry revoked grants, in the reason of the "revoke" entry
-// that follows it (policy.go, endGrants).
+// that follows it (policy.go, endGrants), or why the kernel revoked a
+// forgotten person's grants (forget.go, Forget).
 const (
-	WhyPolicy   = "policy changed"
-	WhyPresence = "presence binding no longer holds"
+	WhyPolicy    = "policy changed"
+	WhyPresence  = "presence binding no longer holds"
+	WhyForgotten = "data subject forgotten" // Kernel.Forget's revocations (forget.go)
 )
 
 // EndedGrantsReason is the reason of the "revoke" entry that lists the n

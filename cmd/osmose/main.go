@@ -32,6 +32,7 @@ var commands = map[string]command{
 	// One line per command, kept in alphabetical order.
 	"bench kernel":      {summary: "measure gated, ledgered calls against a raw go-capnp echo server", run: runBenchKernel},
 	"bench ledger":      {summary: "measure ledger append rate, durability latency and proofs against raw Badger", run: runBenchLedger},
+	"bench replay":      {summary: "write a ledger with a real kernel, then measure replay's entries/s", run: runBenchReplay},
 	"bench sim":         {summary: "run thousands of device programs against one kernel for a simulated hour: calls/s, latency, memory", run: runBenchSim},
 	"caps who":          {summary: "list who holds live power over a device or place, and through which grants", run: runCapsWho},
 	"caps why":          {summary: "show one grant's chain back to the policy: who made it, when, and how it ended", run: runCapsWhy},
@@ -44,8 +45,11 @@ var commands = map[string]command{
 	"ledger tail":       {summary: "print the last ledger entries; -f follows", run: runLedgerTail},
 	"ledger verify":     {summary: "check every envelope, body, tree hash and checkpoint of a ledger", run: runLedgerVerify},
 	"people":            {summary: "list the data subjects (pseudonyms) on a ledger with their entry counts", run: runPeople},
+	"replay":            {summary: "re-execute a ledger from genesis: every decision and driver result must come out the same", run: runReplay},
 	"serve":             {summary: "run the kernel: Cap'n Proto RPC on Unix and TCP sockets, the ledger, the policy", run: runServe},
 	"sim":               {summary: "run the building simulator's device programs and people against a running kernel", run: runSim},
+	"state":             {summary: "the kernel's state after any entry: grants live, presence, sessions, devices", run: runState},
+	"state diff":        {summary: "what changed between two entries: grants, presence, sessions, devices", run: runStateDiff},
 	"topology gen":      {summary: "generate a building's topology file with device keys derived from a seed", run: runTopologyGen},
 	"trace":             {summary: "list every call on a device, by a principal or under a grant, with decision and result", run: runTrace},
 }

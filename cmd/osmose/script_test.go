@@ -52,6 +52,8 @@ func TestScript(t *testing.T) {
 			"carcheck": cmdCarcheck,
 			"cidof":    cmdCidof,
 			"mkcaps":   cmdMkcaps,
+			"mkreplay": cmdMkreplay,
+			"forge":    cmdForge,
 		},
 	})
 }
