@@ -1040,7 +1040,6 @@ func readState(ctx context.Context, class schema.DeviceClass, drv capnp.Client, 
 	return "no state for class " + class.String(), nil
 }
 
-
 // Watch streams the ledger tail to a listener until the subscription is
 // cancelled or released, the listener fails, or the session ends.
 func (o *operator) Watch(ctx context.Context, call schema.Operator_watch) error {

@@ -24,12 +24,22 @@ func (k *Kernel) Forget(ctx context.Context, actor, subject string) (*ledger.Era
 	}
 	// The person's sessions and grants end first, so their power ends
 	// before their data does; a person the ledger does not know has none.
+	// Given the ledger's pseudonym, the kernel finds the person it stands
+	// for among those it has seen log in or reported present.
+	person := subject
+	if p, ok := k.top.Login(subject); !ok || p.Kind != schema.PrincipalKind_person {
+		k.seq.mu.Lock()
+		if id, ok := k.seq.persons[subject]; ok {
+			person = id
+		}
+		k.seq.mu.Unlock()
+	}
 	var ended []*session
 	k.mu.Lock()
 	for c := range k.conns {
 		c.mu.Lock()
 		for _, s := range c.sessions {
-			if s.p.Kind == schema.PrincipalKind_person && (s.p.ID == subject || s.subject == subject) {
+			if s.p.Kind == schema.PrincipalKind_person && s.p.ID == person {
 				ended = append(ended, s)
 			}
 		}
@@ -43,7 +53,7 @@ func (k *Kernel) Forget(ctx context.Context, actor, subject string) (*ledger.Era
 	k.seq.mu.Lock()
 	var revs []caps.Revocation
 	for g := range k.seq.table.Grants() {
-		if g.Holder.Kind != caps.Person || g.Holder.ID != subject || g.Revoked {
+		if g.Holder.Kind != caps.Person || g.Holder.ID != person || g.Revoked {
 			continue
 		}
 		d := k.seq.table.Revoke(caps.Revoke{Grant: g.ID, Reason: "data subject forgotten"})
@@ -97,4 +107,3 @@ func (o *operator) Forget(ctx context.Context, call schema.Operator_forget) erro
 	r.SetEntries(uint64(er.Entries))
 	return nil
 }
-

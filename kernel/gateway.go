@@ -137,6 +137,9 @@ func (g *gateway) Login(ctx context.Context, call schema.Gateway_login) error {
 		s.subject = subj
 	}
 	k.seq.mu.Lock()
+	if s.subject != "" {
+		k.seq.persons[s.subject] = p.ID
+	}
 	pend, err := k.led.Append(ctx, ledger.Entry{
 		Kind: ledger.KindLogin, Actor: p.ID, Subject: s.subject, Decision: ledger.DecisionAdmit,
 		Reason: "as " + p.Kind.String(), Time: now.UnixNano(),

@@ -169,7 +169,7 @@ func New(cfg Config) (*Kernel, error) {
 	if err := recordPolicy(context.Background(), cfg.Ledger, cfg.Policy, cfg.Now().UnixNano()); err != nil {
 		return nil, fmt.Errorf("kernel: %w", err)
 	}
-	k.seq = sequencer{table: table, dead: map[caps.GrantID]bool{}, grantSeq: map[caps.GrantID]uint64{}, flight: map[caps.GrantID]map[*admission]struct{}{}}
+	k.seq = sequencer{table: table, dead: map[caps.GrantID]bool{}, grantSeq: map[caps.GrantID]uint64{}, persons: map[string]string{}, flight: map[caps.GrantID]map[*admission]struct{}{}}
 	k.gates.byGrant = map[caps.GrantID]map[*gate]struct{}{}
 	return k, nil
 }

@@ -136,6 +136,7 @@ func (k *Kernel) Presence(ctx context.Context, actor, person, place string, pres
 		Present bool   `json:"present"`
 	}{person, place, present})
 	k.seq.mu.Lock()
+	k.seq.persons[subject] = person
 	var dec caps.Decision
 	if present {
 		dec = k.seq.table.Enter(caps.Presence{Person: person, Place: place})

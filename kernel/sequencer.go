@@ -20,6 +20,7 @@ type sequencer struct {
 	table    *caps.Table
 	dead     map[caps.GrantID]bool   // grants revoked or released (for derived gates)
 	grantSeq map[caps.GrantID]uint64 // ledger seq of the entry that made each grant
+	persons  map[string]string       // the ledger's pseudonym of each person seen -> their principal id
 
 	// flight holds the calls each grant has at its drivers, to cancel
 	// them when the grant ends. Calls join under mu (at admission) and
