@@ -101,7 +101,7 @@ func OpenBadger(dir string, opt BadgerOptions) (*BadgerStore, error) {
 		msg := err.Error()
 		switch {
 		case strings.Contains(msg, "Cannot acquire directory lock"), strings.Contains(msg, "resource temporarily unavailable"):
-			return nil, fmt.Errorf("open ledger store %s: %w", dir, ErrStoreLocked)
+			return nil, fmt.Errorf("open ledger store %s: %w (%s)", dir, ErrStoreLocked, msg)
 		case errors.Is(err, badger.ErrTruncateNeeded), strings.Contains(msg, "truncate required"), strings.Contains(msg, "not properly closed"):
 			return nil, fmt.Errorf("open ledger store %s: %w", dir, ErrNeedsRecovery)
 		}
