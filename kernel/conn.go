@@ -148,7 +148,7 @@ func (c *conn) end() {
 		if r == "" {
 			r = "connection closed"
 		}
-		s.end(r, "disconnect")
+		s.hangUp(r, "disconnect")
 	}
 	if len(sessions) == 0 && reason != "" {
 		// A connection that never logged in but broke the protocol is

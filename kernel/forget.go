@@ -22,6 +22,13 @@ func (k *Kernel) Forget(ctx context.Context, actor, subject string) (*ledger.Era
 	if subject == "" {
 		return nil, errorf(Invalid, op, "no subject")
 	}
+	// Nothing changes for a subject the ledger does not know.
+	if _, err := k.led.ResolveSubject(ctx, subject); err != nil {
+		if errors.Is(err, ledger.ErrUnknownSubject) || errors.Is(err, ledger.ErrForgotten) {
+			return nil, &Error{Op: op, Kind: NotExist, Cause: err}
+		}
+		return nil, &Error{Op: op, Kind: Failed, Cause: err}
+	}
 	// The person's sessions and grants end first, so their power ends
 	// before their data does; a person the ledger does not know has none.
 	// Given the ledger's pseudonym, the kernel finds the person it stands
@@ -47,7 +54,7 @@ func (k *Kernel) Forget(ctx context.Context, actor, subject string) (*ledger.Era
 	}
 	k.mu.Unlock()
 	for _, s := range ended {
-		s.end("data subject forgotten", "logout")
+		s.hangUp("data subject forgotten", "logout")
 	}
 	now := k.now().UnixNano()
 	k.seq.mu.Lock()

@@ -379,6 +379,12 @@ func (g *gate) call(ctx context.Context, m capnp.Method, call *server.Call) erro
 		res, cerr = adm.ans.Struct()
 	case <-adm.ctx.Done():
 		cerr = context.Cause(adm.ctx)
+		select {
+		case <-adm.ans.Done():
+			// The driver answered too: the answer is what happened.
+			res, cerr = adm.ans.Struct()
+		default:
+		}
 		if errors.Is(cerr, errEnded) {
 			cerr = &Error{Op: m.MethodName, Kind: Revoked, Cause: fmt.Errorf("%w (%s)", ErrEndedInFlight, g.grant)}
 		}
@@ -396,7 +402,8 @@ func (g *gate) call(ctx context.Context, m capnp.Method, call *server.Call) erro
 			ret.Reason = truncate(cerr.Error())
 		}
 	}
-	p, err := k.led.Append(ctx, ret)
+	// An admitted call's return is recorded even if its caller has gone.
+	p, err := k.led.Append(context.WithoutCancel(ctx), ret)
 	if err != nil {
 		return toException(&Error{Op: m.MethodName, Kind: Failed, Cause: fmt.Errorf("record return: %w", err)})
 	}

@@ -132,7 +132,7 @@ func (g *gateway) Login(ctx context.Context, call schema.Gateway_login) error {
 	if p.Kind == schema.PrincipalKind_person {
 		subj, err := k.led.Pseudonym(ctx, p.ID)
 		if err != nil {
-			return toException(&Error{Op: op, Kind: Failed, Cause: fmt.Errorf("record login: %w", err)})
+			return toException(&Error{Op: op, Kind: Failed, Cause: fmt.Errorf("the person's pseudonym: %w", err)})
 		}
 		s.subject = subj
 	}

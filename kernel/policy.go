@@ -185,12 +185,14 @@ func (k *Kernel) endGrants(ctx context.Context, actor string, ref uint64, why st
 	for i, r := range revs {
 		ended[i] = r.Grant
 	}
-	k.cut(ended)
 	p, err := k.led.Append(ctx, ledger.Entry{
 		Kind: ledger.KindRevoke, Actor: actor, Grant: uint64(ended[0]), Decision: ledger.DecisionAdmit,
 		Reason: truncate(fmt.Sprintf("%s: %d grants ended", why, len(ended))), Ref: ref, Time: now,
 		Params: []byte(grantList(ended)),
 	})
+	// Cut after the entry has its seq (and even if it could not be
+	// appended: the table has revoked them).
+	k.cut(ended)
 	return ended, p, err
 }
 

@@ -45,7 +45,12 @@ func (s *sequencer) fly(grant caps.GrantID, a *admission) {
 // land removes a call from flight once it has its answer.
 func (s *sequencer) land(grant caps.GrantID, a *admission) {
 	s.fmu.Lock()
-	delete(s.flight[grant], a)
+	if set := s.flight[grant]; set != nil {
+		delete(set, a)
+		if len(set) == 0 {
+			delete(s.flight, grant)
+		}
+	}
 	s.fmu.Unlock()
 }
 

@@ -46,10 +46,10 @@ func (s *session) Shutdown() {
 		if reason == "" {
 			reason = "connection closed"
 		}
-		s.end(reason, "disconnect")
+		s.hangUp(reason, "disconnect")
 		return
 	}
-	s.end("session released", "logout")
+	s.hangUp("session released", "logout")
 }
 
 // Logout ends the session at the program's request.
@@ -59,7 +59,10 @@ func (s *session) Logout(ctx context.Context, call schema.Session_logout) error 
 		return err
 	}
 	defer s.c.leave()
-	p := s.end("logout requested", "logout")
+	p, err := s.end("logout requested", "logout")
+	if err != nil {
+		return toException(&Error{Op: op, Kind: Failed, Cause: err})
+	}
 	if p == nil {
 		return toException(&Error{Op: op, Kind: Revoked, Cause: ErrSessionEnded})
 	}
@@ -70,24 +73,20 @@ func (s *session) Logout(ctx context.Context, call schema.Session_logout) error 
 }
 
 // end ends the session once: its gates stop admitting calls, and the end is
-// on the ledger. It returns the entry, nil if the session had ended
-// already or the entry could not be appended.
-func (s *session) end(reason, kind string) *ledger.Pending {
+// on the ledger. It returns the entry; nil and no error if the session
+// had ended already.
+func (s *session) end(reason, kind string) (*ledger.Pending, error) {
 	k := s.k
 	k.seq.mu.Lock()
 	if s.ended {
 		k.seq.mu.Unlock()
-		return nil
+		return nil, nil
 	}
 	s.ended = true
 	p, err := k.led.Append(context.Background(), ledger.Entry{
 		Kind: ledger.Kind(kind), Actor: s.p.ID, Reason: truncate(reason), Time: k.now().UnixNano(),
 	})
 	k.seq.mu.Unlock()
-	if err != nil {
-		k.log.Warn("record session end", "principal", s.p.ID, "err", err)
-		p = nil
-	}
 	s.c.mu.Lock()
 	for i, o := range s.c.sessions {
 		if o == s {
@@ -96,7 +95,18 @@ func (s *session) end(reason, kind string) *ledger.Pending {
 		}
 	}
 	s.c.mu.Unlock()
-	return p
+	if err != nil {
+		return nil, fmt.Errorf("record session end: %w", err)
+	}
+	return p, nil
+}
+
+// hangUp ends the session when nobody waits for the answer, logging a
+// failure to record it.
+func (s *session) hangUp(reason, kind string) {
+	if _, err := s.end(reason, kind); err != nil {
+		s.k.log.Warn("session end", "principal", s.p.ID, "err", err)
+	}
 }
 
 func (s *session) enter(op string) error {
@@ -811,10 +821,11 @@ func (k *Kernel) retire(ctx context.Context, op string, s *session, id caps.Gran
 		Kind: kind, Actor: s.p.ID, Grant: uint64(id), Device: g.Target, Interface: g.Interface,
 		Decision: ledger.DecisionAdmit, Reason: truncate(dec.Reason), Ref: k.seq.grantSeq[id], Time: k.now().UnixNano(),
 	}
+	var ended []caps.GrantID
 	if !dec.OK() {
 		e.Decision, e.Reason = ledger.DecisionDeny, truncate(capsError(op, dec).Error())
 	} else {
-		ended := make([]caps.GrantID, 0, len(dec.Revoked)+1)
+		ended = make([]caps.GrantID, 0, len(dec.Revoked)+1)
 		if op == "release" {
 			ended = append(ended, id)
 		}
@@ -824,9 +835,11 @@ func (k *Kernel) retire(ctx context.Context, op string, s *session, id caps.Gran
 		if len(ended) > 0 {
 			e.Params = []byte(grantList(ended))
 		}
-		k.cut(ended)
 	}
 	p, err := k.led.Append(ctx, e)
+	// Cut after the entry has its seq: the calls it cancels record their
+	// end after it.
+	k.cut(ended)
 	k.seq.mu.Unlock()
 	if err == nil {
 		err = p.Wait(ctx)

@@ -187,6 +187,13 @@ func (l *Ledger) hasSecret(ctx context.Context, p string) (bool, error) {
 	return l.store.Has(ctx, ds.RawKey(subjectPrefix(p)+"k"))
 }
 
+// ResolveSubject returns the pseudonym of subject, a pseudonym the ledger
+// issued or a subject's own id, without creating one: ErrUnknownSubject
+// for a subject the ledger does not know, ErrForgotten for one it forgot.
+func (l *Ledger) ResolveSubject(ctx context.Context, subject string) (string, error) {
+	return l.resolveSubject(ctx, subject)
+}
+
 // resolveSubject returns the pseudonym of subject, which is either a
 // pseudonym the ledger issued or a subject's own id.
 func (l *Ledger) resolveSubject(ctx context.Context, subject string) (string, error) {

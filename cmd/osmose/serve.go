@@ -81,6 +81,11 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
+	// SIGHUP reloads the policy once the kernel runs; until then it waits
+	// here rather than ending the process.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	switch {
 	case fs.NArg() > 0:
 		return usagef("unexpected argument %q", fs.Arg(0))
@@ -186,19 +191,22 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	}
 	fmt.Fprintf(e.stderr, "osmose kernel %q: %d places, %d devices, %d principals; ledger %s at size %d; verifier %s\n",
 		k.ID(), len(top.Places), len(top.Devices), len(top.Principals), filepath.Join(*data, "ledger"), led.Size(), led.Meta().Verifier)
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
+	// The reloader stops, and is waited for, before the kernel and the
+	// ledger close (deferred calls run last first).
+	rctx, stopReload := context.WithCancel(ctx)
+	reloaded := make(chan struct{})
 	go func() {
+		defer close(reloaded)
 		for {
 			select {
-			case <-ctx.Done():
+			case <-rctx.Done():
 				return
 			case <-hup:
-				reloadPolicy(ctx, e, k, policies)
+				reloadPolicy(rctx, e, k, policies)
 			}
 		}
 	}()
+	defer func() { stopReload(); <-reloaded }()
 	errs := make(chan error, len(ls))
 	for _, l := range ls {
 		fmt.Fprintf(e.stderr, "serving on %s:%s\n", l.Addr().Network(), l.Addr())
@@ -259,7 +267,7 @@ func readPolicies(paths []string) ([]caps.PolicyFile, error) {
 	for _, p := range paths {
 		b, err := os.ReadFile(p)
 		if err != nil {
-			return nil, fmt.Errorf("policy: %v", err)
+			return nil, fmt.Errorf("policy: %w", err)
 		}
 		pf = append(pf, caps.PolicyFile{Name: p, Text: string(b)})
 	}
