@@ -178,6 +178,13 @@ func (l *Ledger) loadSubject(ctx context.Context, p string) error {
 	if len(v) < subjectSecretLen {
 		return fmt.Errorf("%w: the secret of %s is %d bytes", ErrCorrupt, p, len(v))
 	}
+	// An erasure that began meanwhile has dropped, or will drop, the
+	// secret from memory: it must not come back.
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.forgetting[p] {
+		return fmt.Errorf("%w: %s", ErrForgotten, p)
+	}
 	l.subjects.Store(p, v[:subjectSecretLen])
 	return nil
 }
