@@ -77,7 +77,26 @@ func (h gateHook) Recv(ctx context.Context, r capnp.Recv) capnp.PipelineCaller {
 
 func (h gateHook) Send(ctx context.Context, s capnp.Send) (*capnp.Answer, capnp.ReleaseFunc) {
 	h.g.arrive()
-	return h.Server.Send(ctx, s)
+	// A call whose params cannot be placed is answered at once and never
+	// queued: it must not stay counted, or every later call on the gate
+	// would take a goroutine of its own.
+	var unplaced bool
+	if place := s.PlaceArgs; place != nil {
+		s.PlaceArgs = func(st capnp.Struct) error {
+			err := place(st)
+			unplaced = err != nil
+			return err
+		}
+	}
+	ans, rel := h.Server.Send(ctx, s)
+	if unplaced {
+		h.g.qmu.Lock()
+		if h.g.waiting > 0 {
+			h.g.waiting--
+		}
+		h.g.qmu.Unlock()
+	}
+	return ans, rel
 }
 
 // arrive notes a call about to join the queue and, if the running call is
@@ -95,7 +114,7 @@ func (g *gate) arrive() {
 // serve runs one call's handler as the holder of the queue.
 func (g *gate) serve(ctx context.Context, call *server.Call, h func(context.Context, *server.Call) error) error {
 	g.qmu.Lock()
-	if g.waiting > 0 { // a call that failed before joining the queue leaves it high: one extra goroutine
+	if g.waiting > 0 {
 		g.waiting--
 	}
 	g.running, g.admitted = call, false
