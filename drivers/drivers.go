@@ -10,6 +10,7 @@ import (
 
 	"capnproto.org/go/capnp/v3"
 
+	"github.com/osmose-os/osmose/internal/idleserver"
 	"github.com/osmose-os/osmose/schema"
 )
 
@@ -43,7 +44,9 @@ func NewLight(hw LightHardware, now func() time.Time) *Light {
 }
 
 // Client returns a new capability on the driver; the caller releases it.
-func (l *Light) Client() capnp.Client { return capnp.Client(schema.Light_ServerToClient(l)) }
+func (l *Light) Client() capnp.Client {
+	return idleserver.Client(schema.Light_Methods(nil, l), l)
+}
 
 func (l *Light) apply(on bool, level uint8) error {
 	if err := l.hw.SetLight(on, level); err != nil {
@@ -119,7 +122,7 @@ func NewThermostat(hw ThermostatHardware, now func() time.Time) *Thermostat {
 }
 
 func (t *Thermostat) Client() capnp.Client {
-	return capnp.Client(schema.Thermostat_ServerToClient(t))
+	return idleserver.Client(schema.Thermostat_Methods(nil, t), t)
 }
 
 func (t *Thermostat) SetSetpoint(ctx context.Context, call schema.Thermostat_setSetpoint) error {
@@ -203,7 +206,9 @@ func NewSensor(path string, kind schema.ReadingKind, unit string, hw SensorHardw
 	return s
 }
 
-func (s *Sensor) Client() capnp.Client { return capnp.Client(schema.Sensor_ServerToClient(s)) }
+func (s *Sensor) Client() capnp.Client {
+	return idleserver.Client(schema.Sensor_Methods(nil, s), s)
+}
 
 // Subscribers returns the number of live subscriptions.
 func (s *Sensor) Subscribers() int { return s.subs.count() }
@@ -282,7 +287,9 @@ func NewDoorLock(hw LockHardware, now func() time.Time) *DoorLock {
 	return d
 }
 
-func (d *DoorLock) Client() capnp.Client { return capnp.Client(schema.DoorLock_ServerToClient(d)) }
+func (d *DoorLock) Client() capnp.Client {
+	return idleserver.Client(schema.DoorLock_Methods(nil, d), d)
+}
 
 // Poll locks the door again if a pending unlockFor has run out. The
 // backend calls it as its time passes; state and every call poll too.
@@ -375,7 +382,9 @@ func NewDisplay(hw DisplayHardware, maxText int) *Display {
 	return &Display{hw: hw, maxText: maxText}
 }
 
-func (d *Display) Client() capnp.Client { return capnp.Client(schema.Display_ServerToClient(d)) }
+func (d *Display) Client() capnp.Client {
+	return idleserver.Client(schema.Display_Methods(nil, d), d)
+}
 
 func (d *Display) show(t string) error {
 	if len(t) > d.maxText {
@@ -430,7 +439,9 @@ func NewSpeaker(hw SpeakerHardware) *Speaker {
 	return &Speaker{hw: hw, volume: 50}
 }
 
-func (s *Speaker) Client() capnp.Client { return capnp.Client(schema.Speaker_ServerToClient(s)) }
+func (s *Speaker) Client() capnp.Client {
+	return idleserver.Client(schema.Speaker_Methods(nil, s), s)
+}
 
 func (s *Speaker) Play(ctx context.Context, call schema.Speaker_play) error {
 	name, err := call.Args().Sound()
@@ -512,7 +523,9 @@ func NewSwitch(path string, hw SwitchHardware, now func() time.Time) *Switch {
 	return s
 }
 
-func (s *Switch) Client() capnp.Client { return capnp.Client(schema.Switch_ServerToClient(s)) }
+func (s *Switch) Client() capnp.Client {
+	return idleserver.Client(schema.Switch_Methods(nil, s), s)
+}
 
 func (s *Switch) Subscribe(ctx context.Context, call schema.Switch_subscribe) error {
 	l := call.Args().Listener()
@@ -596,7 +609,7 @@ func NewMicrophone(hw MicrophoneHardware) *Microphone {
 }
 
 func (m *Microphone) Client() capnp.Client {
-	return capnp.Client(schema.Microphone_ServerToClient(m))
+	return idleserver.Client(schema.Microphone_Methods(nil, m), m)
 }
 
 func (m *Microphone) fillFormat(f schema.AudioFormat) {

@@ -6,6 +6,7 @@ import (
 
 	"capnproto.org/go/capnp/v3"
 
+	"github.com/osmose-os/osmose/internal/idleserver"
 	"github.com/osmose-os/osmose/schema"
 )
 
@@ -35,7 +36,7 @@ func (s *subscribers[T]) add(listener T, onEnd func(T)) schema.Subscription {
 	id := s.next
 	s.subs = append(s.subs, sub[T]{id: id, l: listener.AddRef()})
 	s.mu.Unlock()
-	return schema.Subscription_ServerToClient(&subscription{cancel: func() {
+	sc := &subscription{cancel: func() {
 		s.mu.Lock()
 		var l T
 		found := false
@@ -50,7 +51,8 @@ func (s *subscribers[T]) add(listener T, onEnd func(T)) schema.Subscription {
 		if found {
 			onEnd(l)
 		}
-	}})
+	}}
+	return schema.Subscription(idleserver.Client(schema.Subscription_Methods(nil, sc), sc))
 }
 
 // snapshot returns a new reference to every listener, in order; the caller

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/mod/sumdb/tlog"
 
 	"github.com/osmose-os/osmose/caps"
+	"github.com/osmose-os/osmose/internal/idleserver"
 	"github.com/osmose-os/osmose/internal/topology"
 	"github.com/osmose-os/osmose/ledger"
 	"github.com/osmose-os/osmose/schema"
@@ -1063,7 +1064,7 @@ func (o *operator) Watch(ctx context.Context, call schema.Operator_watch) error 
 	wctx, cancel := context.WithCancel(context.Background())
 	w := &watch{s: o.s, listener: l.AddRef(), cancel: cancel, done: make(chan struct{})}
 	go w.run(wctx, size-min(backlog, size))
-	sub := schema.Subscription_ServerToClient(w)
+	sub := schema.Subscription(idleserver.Client(schema.Subscription_Methods(nil, w), w))
 	res, err := call.AllocResults()
 	if err != nil {
 		sub.Release()

@@ -16,6 +16,7 @@ import (
 	"capnproto.org/go/capnp/v3/rpc"
 	"capnproto.org/go/capnp/v3/rpc/transport"
 
+	"github.com/osmose-os/osmose/internal/idleserver"
 	"github.com/osmose-os/osmose/ledger"
 	"github.com/osmose-os/osmose/schema"
 )
@@ -100,7 +101,8 @@ func (k *Kernel) serveConn(ctx context.Context, nc net.Conn) {
 	c := &conn{k: k, id: k.nconn, remote: nc.RemoteAddr().String(), nonces: map[string]nonce{}}
 	k.mu.Unlock()
 	c.codec = newCodec(nc, k.cfg.MaxMessageSize)
-	gw := schema.Gateway_ServerToClient(&gateway{c: c})
+	g := &gateway{c: c}
+	gw := schema.Gateway(idleserver.Client(schema.Gateway_Methods(nil, g), g))
 	c.rc = rpc.NewConn(transport.New(c.codec), &rpc.Options{
 		BootstrapClient: capnp.Client(gw),
 		Logger:          rpcLogger{c},

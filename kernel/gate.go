@@ -12,6 +12,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/osmose-os/osmose/caps"
+	"github.com/osmose-os/osmose/internal/idleserver"
 	"github.com/osmose-os/osmose/ledger"
 )
 
@@ -53,11 +54,11 @@ type gate struct {
 	inner capnp.Client // owned; zero once released or cut
 
 	// Calls wait in the gate's server queue and run one at a time on the
-	// gate's goroutine. A call lets the next one start (server.Call.Go,
-	// which starts a new goroutine to take over the queue) only once its
-	// place in the ledger is fixed and only if another call is waiting:
-	// most gates have one call at a time, and those calls then all run on
-	// one long-lived goroutine instead of a new one each.
+	// gate's goroutine, which exists only while the gate has calls
+	// (idleserver). A call lets the next one start (server.Call.Go, which
+	// starts a new goroutine to take over the queue) only once its place
+	// in the ledger is fixed and only if another call is waiting: a burst
+	// of calls on a gate runs on one goroutine instead of a new one each.
 	qmu      sync.Mutex
 	waiting  int          // calls that have arrived and not yet started
 	running  *server.Call // the call holding the queue, nil if none
@@ -66,7 +67,7 @@ type gate struct {
 
 // gateHook is a gate's server with arrivals counted (see gate.waiting).
 type gateHook struct {
-	*server.Server
+	*idleserver.Server
 	g *gate
 }
 
@@ -167,7 +168,7 @@ func (k *Kernel) newGate(s *session, grant caps.GrantID, device string, f *iface
 			}}
 		}
 	}
-	srv := server.New(methods, g, g)
+	srv := idleserver.New(methods, g, g)
 	srv.HandleUnknownMethod = func(m capnp.Method) *server.Method {
 		m.InterfaceName, m.MethodName = k.cat.methodName(m)
 		if !derived {
@@ -178,6 +179,18 @@ func (k *Kernel) newGate(s *session, grant caps.GrantID, device string, f *iface
 		return &server.Method{Method: m, Impl: func(ctx context.Context, call *server.Call) error {
 			return g.serve(ctx, call, func(ctx context.Context, call *server.Call) error { return g.call(ctx, m, call) })
 		}}
+	}
+	s.gmu.Lock()
+	late := s.gatesCut
+	if !late {
+		if s.gates == nil {
+			s.gates = map[*gate]struct{}{}
+		}
+		s.gates[g] = struct{}{}
+	}
+	s.gmu.Unlock()
+	if late {
+		g.cut() // the session has ended: the gate admits nothing
 	}
 	if derived {
 		k.gates.mu.Lock()
@@ -195,6 +208,9 @@ func (k *Kernel) newGate(s *session, grant caps.GrantID, device string, f *iface
 // Shutdown runs when the last reference to the gate is gone.
 func (g *gate) Shutdown() {
 	g.cut()
+	g.s.gmu.Lock()
+	delete(g.s.gates, g)
+	g.s.gmu.Unlock()
 	if g.derived {
 		g.k.gates.mu.Lock()
 		if set := g.k.gates.byGrant[g.grant]; set != nil {
@@ -246,7 +262,7 @@ func (g *gate) wrap(c capnp.Client, dir gateDir) capnp.Client {
 	snap := c.Snapshot()
 	b := snap.Brand()
 	snap.Release()
-	if v, ok := server.IsServer(b); ok {
+	if v, ok := idleserver.IsServer(b); ok {
 		if og, ok := v.(*gate); ok && og.k == g.k {
 			if og.dir != dir && og.s == g.s {
 				og.mu.Lock()

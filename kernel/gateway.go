@@ -8,8 +8,6 @@ import (
 	"io"
 	"strings"
 
-	"capnproto.org/go/capnp/v3"
-
 	"github.com/osmose-os/osmose/ledger"
 	"github.com/osmose-os/osmose/schema"
 )
@@ -159,7 +157,7 @@ func (g *gateway) Login(ctx context.Context, call schema.Gateway_login) error {
 	if err != nil {
 		return err
 	}
-	return res.SetSession(schema.Session(capnp.NewClient(newSessionServer(s))))
+	return res.SetSession(newSessionClient(s))
 }
 
 // loginRefused records a refused login and returns the caller's exception.

@@ -7,12 +7,13 @@ import (
 	"math"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"capnproto.org/go/capnp/v3"
-	"capnproto.org/go/capnp/v3/server"
 
 	"github.com/osmose-os/osmose/caps"
+	"github.com/osmose-os/osmose/internal/idleserver"
 	"github.com/osmose-os/osmose/internal/topology"
 	"github.com/osmose-os/osmose/ledger"
 	"github.com/osmose-os/osmose/schema"
@@ -32,10 +33,19 @@ type session struct {
 	subject string
 
 	ended bool // guarded by k.seq.mu
+
+	// gates are the session's gates not yet shut down. The session's end
+	// cuts them: a gate handed out in a result that carried more than one
+	// capability is never shut down by go-capnp v3.1.0-alpha.2 (its
+	// answer releases only the last of the result's capabilities), and
+	// must not keep its driver or listener after the session.
+	gmu      sync.Mutex
+	gates    map[*gate]struct{}
+	gatesCut bool // the session has ended and cut its gates
 }
 
-func newSessionServer(s *session) *server.Server {
-	return schema.Session_NewServer(s)
+func newSessionClient(s *session) schema.Session {
+	return schema.Session(idleserver.Client(schema.Session_Methods(nil, s), s))
 }
 
 // Shutdown is called when the program drops its last reference to the
@@ -87,6 +97,15 @@ func (s *session) end(reason, kind string) (*ledger.Pending, error) {
 		Kind: ledger.Kind(kind), Actor: s.p.ID, Reason: truncate(reason), Time: k.now().UnixNano(),
 	})
 	k.seq.mu.Unlock()
+	// No call is admitted through the session's gates any more (admission
+	// checks ended under k.seq.mu), so what they wrap can go.
+	s.gmu.Lock()
+	gates := s.gates
+	s.gates, s.gatesCut = nil, true
+	s.gmu.Unlock()
+	for g := range gates {
+		g.cut()
+	}
 	s.c.mu.Lock()
 	for i, o := range s.c.sessions {
 		if o == s {
@@ -906,7 +925,8 @@ func (s *session) Operator(ctx context.Context, call schema.Session_operator) er
 	if err != nil {
 		return err
 	}
-	return res.SetOperator(schema.Operator_ServerToClient(&operator{s: s})) // steals the reference
+	o := &operator{s: s}
+	return res.SetOperator(schema.Operator(idleserver.Client(schema.Operator_Methods(nil, o), o))) // steals the reference
 }
 
 // Auditor returns the read-only auditor interface (admin.go) to an auditor
@@ -924,5 +944,6 @@ func (s *session) Auditor(ctx context.Context, call schema.Session_auditor) erro
 	if err != nil {
 		return err
 	}
-	return res.SetAuditor(schema.Auditor_ServerToClient(&auditor{s: s})) // steals the reference
+	au := &auditor{s: s}
+	return res.SetAuditor(schema.Auditor(idleserver.Client(schema.Auditor_Methods(nil, au), au))) // steals the reference
 }

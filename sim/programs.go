@@ -10,6 +10,7 @@ import (
 
 	"capnproto.org/go/capnp/v3"
 
+	"github.com/osmose-os/osmose/internal/idleserver"
 	"github.com/osmose-os/osmose/internal/topology"
 	"github.com/osmose-os/osmose/schema"
 )
@@ -330,7 +331,8 @@ func (l readingListener) Reading(ctx context.Context, call schema.ReadingListene
 }
 
 func (p *program) subscribe(ctx context.Context, s held, f func(context.Context, schema.Reading)) error {
-	l := schema.ReadingListener_ServerToClient(readingListener{p.newListener(), f})
+	rl := readingListener{p.newListener(), f}
+	l := schema.ReadingListener(idleserver.Client(schema.ReadingListener_Methods(nil, rl), rl))
 	defer l.Release()
 	return p.call("subscribe", func() error {
 		fut, rel := schema.Sensor(s.cap).Subscribe(ctx, func(q schema.Sensor_subscribe_Params) error { return q.SetListener(l.AddRef()) })
@@ -361,7 +363,8 @@ func (l switchListener) Event(ctx context.Context, call schema.SwitchListener_ev
 }
 
 func (p *program) subscribeSwitch(ctx context.Context, s held, f func(context.Context, schema.SwitchEvent)) error {
-	l := schema.SwitchListener_ServerToClient(switchListener{p.newListener(), f})
+	sl := switchListener{p.newListener(), f}
+	l := schema.SwitchListener(idleserver.Client(schema.SwitchListener_Methods(nil, sl), sl))
 	defer l.Release()
 	return p.call("subscribe", func() error {
 		fut, rel := schema.Switch(s.cap).Subscribe(ctx, func(q schema.Switch_subscribe_Params) error { return q.SetListener(l.AddRef()) })

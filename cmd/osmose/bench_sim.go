@@ -9,7 +9,9 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"strings"
 	"time"
 
@@ -74,6 +76,27 @@ type benchSimResult struct {
 	TargetsMet     map[string]bool  `json:"targets_met"`
 }
 
+// writeProfiles writes the named runtime profiles as NAME.pprof into dir.
+func writeProfiles(dir string, names ...string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	for _, name := range names {
+		f, err := os.Create(filepath.Join(dir, name+".pprof"))
+		if err != nil {
+			return err
+		}
+		err = pprof.Lookup(name).WriteTo(f, 0)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return fmt.Errorf("write %s profile: %w", name, err)
+		}
+	}
+	return nil
+}
+
 func runBenchSim(ctx context.Context, e *env, args []string) error {
 	fs := newFlags(e, "bench sim", "bench sim [--floors 10] [--rooms 84] [--devices-per-room 12] [--people N] [--hours 1] [--json]")
 	floors := fs.Int("floors", 10, "floors of the generated building")
@@ -86,6 +109,7 @@ func runBenchSim(ctx context.Context, e *env, args []string) error {
 	seed := fs.Int64("seed", 1, "seed of the building, the people, the noise and every key")
 	dir := fs.String("dir", "", "where to put the ledger (default: the system's temporary directory)")
 	asJSON := fs.Bool("json", false, "machine-readable output (JSON)")
+	profile := fs.String("profile", "", "write heap and goroutine profiles (pprof) at the first sample into this directory")
 	fs.Usage = func() {
 		fmt.Fprintf(e.stderr, "usage: osmose bench sim [flags]\n\n%s\n\nFlags:\n", strings.TrimSpace(benchSimDoc))
 		fs.PrintDefaults()
@@ -135,6 +159,11 @@ func runBenchSim(ctx context.Context, e *env, args []string) error {
 				res.StartupSeconds = started.Sub(t0).Seconds()
 			}
 			s := snap(p)
+			if len(res.Samples) == 0 && *profile != "" {
+				if err := writeProfiles(*profile, "heap", "goroutine"); err != nil {
+					fmt.Fprintf(e.stderr, "bench sim: %v\n", err)
+				}
+			}
 			res.Samples = append(res.Samples, s)
 			fmt.Fprintf(e.stderr, "  %5.0f min  %8d calls  rss %6.0f MiB  heap %6.0f MiB  stacks %5.0f MiB  %7d goroutines  (%.0fs)\n",
 				s.SimMinutes, s.Calls, s.RSSMB, s.HeapInuseMB, s.StackMB, s.Goroutines, s.WallSeconds)

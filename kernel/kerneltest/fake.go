@@ -9,6 +9,7 @@ import (
 
 	"capnproto.org/go/capnp/v3"
 
+	"github.com/osmose-os/osmose/internal/idleserver"
 	"github.com/osmose-os/osmose/schema"
 )
 
@@ -115,7 +116,8 @@ func (s lightServer) State(ctx context.Context, call schema.Light_state) error {
 
 // Client returns a new capability on the light; the caller releases it.
 func (l *Light) Client() capnp.Client {
-	return capnp.Client(schema.Light_ServerToClient(lightServer{l}))
+	ls := lightServer{l}
+	return idleserver.Client(schema.Light_Methods(nil, ls), ls)
 }
 
 // Thermostat is an in-memory thermostat in a room at a fixed temperature.
@@ -133,7 +135,7 @@ func NewThermostat(now func() time.Time) *Thermostat {
 }
 
 func (t *Thermostat) Client() capnp.Client {
-	return capnp.Client(schema.Thermostat_ServerToClient(t))
+	return idleserver.Client(schema.Thermostat_Methods(nil, t), t)
 }
 
 func (t *Thermostat) SetSetpoint(ctx context.Context, call schema.Thermostat_setSetpoint) error {
@@ -189,7 +191,9 @@ func NewSensor(path string, kind schema.ReadingKind, unit string, now func() tim
 	return &Sensor{Path: path, Kind: kind, Unit: unit, now: now, subs: map[*subscription]schema.ReadingListener{}}
 }
 
-func (s *Sensor) Client() capnp.Client { return capnp.Client(schema.Sensor_ServerToClient(s)) }
+func (s *Sensor) Client() capnp.Client {
+	return idleserver.Client(schema.Sensor_Methods(nil, s), s)
+}
 
 func (s *Sensor) fill(r schema.Reading, v float64) {
 	r.SetKind(s.Kind)
@@ -237,7 +241,7 @@ func (s *Sensor) Subscribe(ctx context.Context, call schema.Sensor_subscribe) er
 	if err != nil {
 		return err
 	}
-	return res.SetSubscription(schema.Subscription_ServerToClient(sub))
+	return res.SetSubscription(schema.Subscription(idleserver.Client(schema.Subscription_Methods(nil, sub), sub)))
 }
 
 // Subscribers returns the number of live subscriptions.
@@ -303,7 +307,9 @@ type DoorLock struct {
 
 func NewDoorLock(now func() time.Time) *DoorLock { return &DoorLock{now: now, locked: true} }
 
-func (d *DoorLock) Client() capnp.Client { return capnp.Client(schema.DoorLock_ServerToClient(d)) }
+func (d *DoorLock) Client() capnp.Client {
+	return idleserver.Client(schema.DoorLock_Methods(nil, d), d)
+}
 
 func (d *DoorLock) set(locked bool, relock int64) {
 	d.mu.Lock()
@@ -356,7 +362,9 @@ type Display struct {
 
 func NewDisplay() *Display { return &Display{} }
 
-func (d *Display) Client() capnp.Client { return capnp.Client(schema.Display_ServerToClient(d)) }
+func (d *Display) Client() capnp.Client {
+	return idleserver.Client(schema.Display_Methods(nil, d), d)
+}
 
 func (d *Display) Show(ctx context.Context, call schema.Display_show) error {
 	t, err := call.Args().Text()
@@ -396,7 +404,9 @@ type Speaker struct {
 
 func NewSpeaker() *Speaker { return &Speaker{volume: 50} }
 
-func (s *Speaker) Client() capnp.Client { return capnp.Client(schema.Speaker_ServerToClient(s)) }
+func (s *Speaker) Client() capnp.Client {
+	return idleserver.Client(schema.Speaker_Methods(nil, s), s)
+}
 
 func (s *Speaker) Play(ctx context.Context, call schema.Speaker_play) error {
 	name, err := call.Args().Sound()
@@ -463,7 +473,7 @@ type Microphone struct {
 func NewMicrophone() *Microphone { return &Microphone{sinks: map[*subscription]schema.AudioSink{}} }
 
 func (m *Microphone) Client() capnp.Client {
-	return capnp.Client(schema.Microphone_ServerToClient(m))
+	return idleserver.Client(schema.Microphone_Methods(nil, m), m)
 }
 
 func fillFormat(f schema.AudioFormat) {
@@ -517,7 +527,7 @@ func (m *Microphone) Record(ctx context.Context, call schema.Microphone_record) 
 		return err
 	}
 	fillFormat(f)
-	return res.SetRecording(schema.Subscription_ServerToClient(sub))
+	return res.SetRecording(schema.Subscription(idleserver.Client(schema.Subscription_Methods(nil, sub), sub)))
 }
 
 // Frame sends one frame to every recording and waits for the stream to
@@ -557,7 +567,9 @@ func NewSwitch(path string, now func() time.Time) *Switch {
 	return &Switch{Path: path, now: now, subs: map[*subscription]schema.SwitchListener{}}
 }
 
-func (s *Switch) Client() capnp.Client { return capnp.Client(schema.Switch_ServerToClient(s)) }
+func (s *Switch) Client() capnp.Client {
+	return idleserver.Client(schema.Switch_Methods(nil, s), s)
+}
 
 func (s *Switch) Subscribe(ctx context.Context, call schema.Switch_subscribe) error {
 	l := call.Args().Listener()
@@ -581,7 +593,7 @@ func (s *Switch) Subscribe(ctx context.Context, call schema.Switch_subscribe) er
 	if err != nil {
 		return err
 	}
-	return res.SetSubscription(schema.Subscription_ServerToClient(sub))
+	return res.SetSubscription(schema.Subscription(idleserver.Client(schema.Subscription_Methods(nil, sub), sub)))
 }
 
 func (s *Switch) Pressed(ctx context.Context, call schema.Switch_pressed) error {

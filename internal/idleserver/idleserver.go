@@ -1,0 +1,164 @@
+// Package idleserver serves a Cap'n Proto interface as go-capnp's
+// server.Server does, but holds no goroutine while no call is pending.
+//
+// A server.Server starts a goroutine when it is made and keeps it, parked
+// on its call queue, for as long as a client holds it. A building has tens
+// of thousands of capabilities that are called a few times an hour (a
+// sensor's listener, a driver, a gate, a session), and their parked
+// goroutines were most of the memory of a large building. A Server here
+// makes a server.Server when a call arrives and retires it once every call
+// has returned; calls keep server.Server's order (one at a time, in
+// arrival order, unless a method calls server.Call.Go), since a new
+// server.Server is made only when the previous one has no call left.
+package idleserver
+
+import (
+	"context"
+	"sync"
+
+	"capnproto.org/go/capnp/v3"
+	"capnproto.org/go/capnp/v3/exc"
+	"capnproto.org/go/capnp/v3/server"
+)
+
+// Server is a capnp.ClientHook that serves a set of methods.
+type Server struct {
+	methods  []server.Method
+	brand    any
+	shutdown server.Shutdowner
+
+	// HandleUnknownMethod, if set before the first call, is asked for the
+	// implementation of a method the set does not have (as
+	// server.Server.HandleUnknownMethod is).
+	HandleUnknownMethod func(m capnp.Method) *server.Method
+
+	mu      sync.Mutex
+	cur     *server.Server // serving the pending calls; nil when idle
+	pending int            // calls started and not yet returned
+	down    bool           // Shutdown was called
+}
+
+// New returns a server of methods, as server.New does: brand is what
+// IsServer reports, and shutdown (if not nil) runs once the last client is
+// gone and every call has returned.
+func New(methods []server.Method, brand any, shutdown server.Shutdowner) *Server {
+	return &Server{methods: methods, brand: brand, shutdown: shutdown}
+}
+
+// Client returns a client of a new Server of methods, as the generated
+// X_ServerToClient functions do: impl is the brand, and its Shutdown
+// method, if it has one, runs when the last client is gone.
+func Client(methods []server.Method, impl any) capnp.Client {
+	sd, _ := impl.(server.Shutdowner)
+	return capnp.NewClient(New(methods, impl, sd))
+}
+
+// IsServer reports whether a brand came from a Server's Brand, and returns
+// the brand passed to New.
+func IsServer(b capnp.Brand) (any, bool) {
+	v, ok := b.Value.(brand)
+	return v.x, ok
+}
+
+type brand struct{ x any }
+
+// Brand implements capnp.ClientHook.
+func (s *Server) Brand() capnp.Brand { return capnp.Brand{Value: brand{s.brand}} }
+
+func (s *Server) String() string { return "idleserver.Server" }
+
+// acquire returns the server.Server to start a call on, making one if the
+// server is idle.
+func (s *Server) acquire() *server.Server {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cur == nil {
+		s.cur = server.New(s.methods, nil, nil)
+		s.cur.HandleUnknownMethod = s.HandleUnknownMethod
+	}
+	s.pending++
+	return s.cur
+}
+
+// returned notes that a call has returned; the last one retires the
+// server.Server (its goroutine ends once it has finished this call) and,
+// after Shutdown, runs the shutdown.
+func (s *Server) returned() {
+	s.mu.Lock()
+	s.pending--
+	var finish bool
+	if s.pending == 0 {
+		if s.cur != nil {
+			s.cur.Shutdown()
+			s.cur = nil
+		}
+		finish = s.down
+	}
+	s.mu.Unlock()
+	if finish && s.shutdown != nil {
+		s.shutdown.Shutdown()
+	}
+}
+
+// Recv implements capnp.ClientHook.
+func (s *Server) Recv(ctx context.Context, r capnp.Recv) capnp.PipelineCaller {
+	r.Returner = &returner{Returner: r.Returner, s: s}
+	return s.acquire().Recv(ctx, r)
+}
+
+// Send implements capnp.ClientHook.
+func (s *Server) Send(ctx context.Context, snd capnp.Send) (*capnp.Answer, capnp.ReleaseFunc) {
+	var args capnp.Struct
+	if snd.PlaceArgs != nil {
+		_, seg, err := capnp.NewMessage(capnp.MultiSegment(nil))
+		if err != nil {
+			return capnp.ErrorAnswer(snd.Method, err), func() {}
+		}
+		args, err = capnp.NewRootStruct(seg, snd.ArgsSize)
+		if err != nil {
+			args.Message().Release()
+			return capnp.ErrorAnswer(snd.Method, err), func() {}
+		}
+		if err := snd.PlaceArgs(args); err != nil {
+			args.Message().Release()
+			return capnp.ErrorAnswer(snd.Method, exc.WrapError("place args", err)), func() {}
+		}
+	}
+	sr := new(capnp.StructReturner)
+	pcall := s.acquire().Recv(ctx, capnp.Recv{
+		Method: snd.Method,
+		Args:   args,
+		ReleaseArgs: func() {
+			if msg := args.Message(); msg != nil {
+				msg.Release()
+				args = capnp.Struct{}
+			}
+		},
+		Returner: &returner{Returner: sr, s: s},
+	})
+	return sr.Answer(snd.Method, pcall)
+}
+
+// Shutdown implements capnp.ClientHook: the last client is gone.
+func (s *Server) Shutdown() {
+	s.mu.Lock()
+	s.down = true
+	idle := s.pending == 0
+	s.mu.Unlock()
+	if idle && s.shutdown != nil {
+		s.shutdown.Shutdown()
+	}
+}
+
+// returner tells the Server when a call has returned.
+type returner struct {
+	capnp.Returner
+	s *Server
+}
+
+func (r *returner) Return() {
+	r.Returner.Return()
+	r.s.returned()
+}
+
+var _ capnp.ClientHook = (*Server)(nil)
