@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -363,5 +364,52 @@ func TestLive(t *testing.T) {
 	}
 	if d := tab.Live(99, now); !errors.Is(d.Err(), ErrNotFound) {
 		t.Fatalf("an unknown grant: %v", d.Err())
+	}
+}
+
+// TestHeldIndex checks Held and HeldBy against a scan of every grant while
+// grants are revoked and released.
+func TestHeldIndex(t *testing.T) {
+	tab := benchTable(t, 2_000)
+	check := func(stage string) {
+		t.Helper()
+		want := map[Principal][]GrantID{}
+		first := map[[3]string]GrantID{}
+		for g := range tab.Grants() {
+			if g.Revoked || g.Released {
+				continue
+			}
+			want[g.Holder] = append(want[g.Holder], g.ID)
+			k := [3]string{g.Holder.String(), g.Target, fmt.Sprint(g.Interface)}
+			if first[k] == 0 {
+				first[k] = g.ID
+			}
+		}
+		for h, ids := range want {
+			if got := tab.HeldBy(h); !slices.Equal(got, ids) {
+				t.Fatalf("%s: HeldBy(%s) = %v, want %v", stage, h, got, ids)
+			}
+		}
+		for k, id := range first {
+			g, _ := tab.Grant(id)
+			if got := tab.Held(g.Holder, g.Target, g.Interface); got != id {
+				t.Fatalf("%s: Held(%s) = %s, want %s", stage, k, got, id)
+			}
+		}
+		if got := tab.HeldBy(Principal{Person, "nobody"}); got != nil {
+			t.Fatalf("%s: HeldBy(nobody) = %v", stage, got)
+		}
+	}
+	check("fresh")
+	for id := GrantID(1); id <= 2_000; id += 7 {
+		tab.Revoke(Revoke{Grant: id})
+	}
+	check("revoked")
+	for id := GrantID(3); id <= 2_000; id += 5 {
+		tab.Release(id)
+	}
+	check("released")
+	if got := tab.Held(Principal{Person, "p0"}, "b/f/r0/l0", ifLight.ID); got != 0 {
+		t.Fatalf("Held after its grant was revoked = %s", got)
 	}
 }

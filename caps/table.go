@@ -72,6 +72,9 @@ type Table struct {
 	// bound maps a person to the grants bound to their presence, by id.
 	bound map[string][]GrantID
 	stack []GrantID // scratch for walks
+	// byHolder lists each holder's grants by id; those that ended are
+	// dropped as HeldBy and Held come across them.
+	byHolder map[Principal][]GrantID
 }
 
 // grant is one node of the derivation tree. The fields every admission
@@ -350,6 +353,10 @@ func (t *Table) add(g grant, parent GrantID) GrantID {
 		p.last = id
 	}
 	t.grants = append(t.grants, g)
+	if t.byHolder == nil {
+		t.byHolder = map[Principal][]GrantID{}
+	}
+	t.byHolder[g.holder] = append(t.byHolder[g.holder], id)
 	seen := map[string]bool{}
 	for _, b := range g.cav.Presence {
 		if !seen[b.Person] {
@@ -809,6 +816,38 @@ func (t *Table) Grant(id GrantID) (Grant, bool) {
 		v.UsesLeft = g.cav.Uses - g.used
 	}
 	return v, true
+}
+
+// HeldBy returns the ids of the grants holder holds that are neither
+// revoked nor released, in id order. Its cost is in the holder's grants,
+// not the table's.
+func (t *Table) HeldBy(holder Principal) []GrantID {
+	ids := t.byHolder[holder]
+	n := 0
+	for _, id := range ids {
+		if g := &t.grants[id-t.base-1]; !g.revoked && !g.released && !g.gone {
+			ids[n] = id
+			n++
+		}
+	}
+	clear(ids[n:])
+	if n == 0 {
+		delete(t.byHolder, holder)
+		return nil
+	}
+	t.byHolder[holder] = ids[:n]
+	return slices.Clone(ids[:n])
+}
+
+// Held returns the first grant, by id, that holder holds on target's
+// interface iface and that is neither revoked nor released; 0 if none.
+func (t *Table) Held(holder Principal, target string, iface uint64) GrantID {
+	for _, id := range t.byHolder[holder] {
+		if g := &t.grants[id-t.base-1]; !g.revoked && !g.released && !g.gone && g.target == target && g.f.ID == iface {
+			return id
+		}
+	}
+	return 0
 }
 
 // Grants yields every grant not removed, by id.

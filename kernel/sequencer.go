@@ -73,12 +73,7 @@ var errEnded = errors.New("revoked")
 // held returns a live grant that holder holds on target for the
 // interface, or 0. The caller holds mu.
 func (s *sequencer) held(holder caps.Principal, target string, iface uint64) caps.GrantID {
-	for g := range s.table.Grants() {
-		if g.Holder == holder && g.Target == target && g.Interface == iface && !g.Revoked && !g.Released {
-			return g.ID
-		}
-	}
-	return 0
+	return s.table.Held(holder, target, iface)
 }
 
 func (k *Kernel) unix(ns int64) time.Time { return time.Unix(0, ns) }

@@ -168,8 +168,8 @@ func (s *session) List(ctx context.Context, call schema.Session_list) error {
 	var gs []caps.Grant
 	k.seq.mu.Lock()
 	if s.canHold {
-		for g := range k.seq.table.Grants() {
-			if g.Holder == s.holder && !g.Revoked && !g.Released {
+		for _, id := range k.seq.table.HeldBy(s.holder) {
+			if g, ok := k.seq.table.Grant(id); ok {
 				gs = append(gs, g)
 			}
 		}
