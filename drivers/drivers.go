@@ -45,7 +45,7 @@ func NewLight(hw LightHardware, now func() time.Time) *Light {
 
 // Client returns a new capability on the driver; the caller releases it.
 func (l *Light) Client() capnp.Client {
-	return idleserver.Client(schema.Light_Methods(nil, l), l)
+	return idleserver.Of[schema.Light_Server](schema.Light_Methods, l)
 }
 
 func (l *Light) apply(on bool, level uint8) error {
@@ -122,7 +122,7 @@ func NewThermostat(hw ThermostatHardware, now func() time.Time) *Thermostat {
 }
 
 func (t *Thermostat) Client() capnp.Client {
-	return idleserver.Client(schema.Thermostat_Methods(nil, t), t)
+	return idleserver.Of[schema.Thermostat_Server](schema.Thermostat_Methods, t)
 }
 
 func (t *Thermostat) SetSetpoint(ctx context.Context, call schema.Thermostat_setSetpoint) error {
@@ -207,7 +207,7 @@ func NewSensor(path string, kind schema.ReadingKind, unit string, hw SensorHardw
 }
 
 func (s *Sensor) Client() capnp.Client {
-	return idleserver.Client(schema.Sensor_Methods(nil, s), s)
+	return idleserver.Of[schema.Sensor_Server](schema.Sensor_Methods, s)
 }
 
 // Subscribers returns the number of live subscriptions.
@@ -288,7 +288,7 @@ func NewDoorLock(hw LockHardware, now func() time.Time) *DoorLock {
 }
 
 func (d *DoorLock) Client() capnp.Client {
-	return idleserver.Client(schema.DoorLock_Methods(nil, d), d)
+	return idleserver.Of[schema.DoorLock_Server](schema.DoorLock_Methods, d)
 }
 
 // Poll locks the door again if a pending unlockFor has run out. The
@@ -383,7 +383,7 @@ func NewDisplay(hw DisplayHardware, maxText int) *Display {
 }
 
 func (d *Display) Client() capnp.Client {
-	return idleserver.Client(schema.Display_Methods(nil, d), d)
+	return idleserver.Of[schema.Display_Server](schema.Display_Methods, d)
 }
 
 func (d *Display) show(t string) error {
@@ -440,7 +440,7 @@ func NewSpeaker(hw SpeakerHardware) *Speaker {
 }
 
 func (s *Speaker) Client() capnp.Client {
-	return idleserver.Client(schema.Speaker_Methods(nil, s), s)
+	return idleserver.Of[schema.Speaker_Server](schema.Speaker_Methods, s)
 }
 
 func (s *Speaker) Play(ctx context.Context, call schema.Speaker_play) error {
@@ -524,7 +524,7 @@ func NewSwitch(path string, hw SwitchHardware, now func() time.Time) *Switch {
 }
 
 func (s *Switch) Client() capnp.Client {
-	return idleserver.Client(schema.Switch_Methods(nil, s), s)
+	return idleserver.Of[schema.Switch_Server](schema.Switch_Methods, s)
 }
 
 func (s *Switch) Subscribe(ctx context.Context, call schema.Switch_subscribe) error {
@@ -609,7 +609,7 @@ func NewMicrophone(hw MicrophoneHardware) *Microphone {
 }
 
 func (m *Microphone) Client() capnp.Client {
-	return idleserver.Client(schema.Microphone_Methods(nil, m), m)
+	return idleserver.Of[schema.Microphone_Server](schema.Microphone_Methods, m)
 }
 
 func (m *Microphone) fillFormat(f schema.AudioFormat) {

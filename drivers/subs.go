@@ -52,7 +52,7 @@ func (s *subscribers[T]) add(listener T, onEnd func(T)) schema.Subscription {
 			onEnd(l)
 		}
 	}}
-	return schema.Subscription(idleserver.Client(schema.Subscription_Methods(nil, sc), sc))
+	return schema.Subscription(idleserver.Of[schema.Subscription_Server](schema.Subscription_Methods, sc))
 }
 
 // snapshot returns a new reference to every listener, in order; the caller

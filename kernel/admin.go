@@ -1064,7 +1064,7 @@ func (o *operator) Watch(ctx context.Context, call schema.Operator_watch) error 
 	wctx, cancel := context.WithCancel(context.Background())
 	w := &watch{s: o.s, listener: l.AddRef(), cancel: cancel, done: make(chan struct{})}
 	go w.run(wctx, size-min(backlog, size))
-	sub := schema.Subscription(idleserver.Client(schema.Subscription_Methods(nil, w), w))
+	sub := schema.Subscription(idleserver.Of[schema.Subscription_Server](schema.Subscription_Methods, w))
 	res, err := call.AllocResults()
 	if err != nil {
 		sub.Release()

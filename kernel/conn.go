@@ -30,6 +30,11 @@ type codec struct {
 
 	mu  sync.Mutex
 	err error // first decode error
+
+	// closed runs once, when the rpc layer closes the connection: the
+	// last step of its shutdown before Done.
+	closed func()
+	once   sync.Once
 }
 
 // readBuffer is the size of a connection's read buffer: larger than most
@@ -58,7 +63,13 @@ func (c *codec) Decode() (*capnp.Message, error) {
 	return m, err
 }
 
-func (c *codec) Close() error { return c.nc.Close() }
+func (c *codec) Close() error {
+	err := c.nc.Close()
+	if c.closed != nil {
+		c.once.Do(c.closed)
+	}
+	return err
+}
 
 // failure returns why the peer's byte stream was refused, or "" if it
 // ended cleanly (end of file, closed, reset).
@@ -95,40 +106,52 @@ type nonce struct {
 	expires   time.Time
 }
 
-func (k *Kernel) serveConn(ctx context.Context, nc net.Conn) {
+// attach serves nc in the background, holding no goroutine of its own:
+// done runs (on a goroutine of its own) once the connection has ended and
+// its sessions' ends are recorded. The caller has counted the connection
+// in k.wg (k.start), which done's caller releases.
+func (k *Kernel) attach(ctx context.Context, nc net.Conn, done func()) {
 	k.mu.Lock()
 	k.nconn++
 	c := &conn{k: k, id: k.nconn, remote: nc.RemoteAddr().String(), nonces: map[string]nonce{}}
 	k.mu.Unlock()
 	c.codec = newCodec(nc, k.cfg.MaxMessageSize)
-	g := &gateway{c: c}
-	gw := schema.Gateway(idleserver.Client(schema.Gateway_Methods(nil, g), g))
+	ready := make(chan struct{})
+	var stop func() bool
+	c.codec.closed = func() {
+		go func() {
+			<-ready
+			<-c.rc.Done()
+			stop()
+			c.end()
+			k.mu.Lock()
+			delete(k.conns, c)
+			k.mu.Unlock()
+			k.tel.conns.Add(context.Background(), -1)
+			k.wg.Done()
+			if done != nil {
+				done()
+			}
+		}()
+	}
+	gw := schema.Gateway(idleserver.Of[schema.Gateway_Server](schema.Gateway_Methods, &gateway{c: c}))
 	c.rc = rpc.NewConn(transport.New(c.codec), &rpc.Options{
 		BootstrapClient: capnp.Client(gw),
 		Logger:          rpcLogger{c},
 		// Network stays nil: go-capnp's three-party handoff panics.
 	})
+	stop = context.AfterFunc(ctx, func() { c.rc.Close() })
 	// Registered once c.rc is set, so that Close (which reads it under
 	// k.mu) can close every registered connection.
 	k.mu.Lock()
 	closed := k.closed
 	k.conns[c] = struct{}{}
 	k.mu.Unlock()
+	k.tel.conns.Add(ctx, 1)
+	close(ready)
 	if closed {
 		c.rc.Close()
 	}
-	k.tel.conns.Add(ctx, 1)
-	select {
-	case <-c.rc.Done():
-	case <-ctx.Done():
-		c.rc.Close()
-		<-c.rc.Done()
-	}
-	c.end()
-	k.mu.Lock()
-	delete(k.conns, c)
-	k.mu.Unlock()
-	k.tel.conns.Add(context.Background(), -1)
 }
 
 func (c *conn) close() {

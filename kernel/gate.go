@@ -159,14 +159,18 @@ func (k *Kernel) newGate(s *session, grant caps.GrantID, device string, f *iface
 	if dir == inward {
 		g.actor = device
 	}
-	var methods []server.Method
-	if !derived {
-		methods = make([]server.Method, len(f.methods))
+	// The method table is made when a call finds the gate idle.
+	methods := func() []server.Method {
+		if derived {
+			return nil
+		}
+		ms := make([]server.Method, len(f.methods))
 		for i, m := range f.methods {
-			methods[i] = server.Method{Method: m, Impl: func(ctx context.Context, call *server.Call) error {
+			ms[i] = server.Method{Method: m, Impl: func(ctx context.Context, call *server.Call) error {
 				return g.serve(ctx, call, func(ctx context.Context, call *server.Call) error { return g.call(ctx, m, call) })
 			}}
 		}
+		return ms
 	}
 	srv := idleserver.New(methods, g, g)
 	srv.HandleUnknownMethod = func(m capnp.Method) *server.Method {
@@ -420,9 +424,12 @@ func (g *gate) call(ctx context.Context, m capnp.Method, call *server.Call) erro
 			res, cerr = adm.ans.Struct()
 		default:
 		}
-		if errors.Is(cerr, errEnded) {
-			cerr = &Error{Op: m.MethodName, Kind: Revoked, Cause: fmt.Errorf("%w (%s)", ErrEndedInFlight, g.grant)}
-		}
+	}
+	// A call the grant's end cut short failed because of it, whether the
+	// driver's answer (its context cancelled) or the cancellation came
+	// first; an answer that succeeded stands.
+	if cerr != nil && errors.Is(context.Cause(adm.ctx), errEnded) {
+		cerr = &Error{Op: m.MethodName, Kind: Revoked, Cause: fmt.Errorf("%w (%s)", ErrEndedInFlight, g.grant)}
 	}
 	k.seq.land(g.grant, adm)
 	adm.cancel(nil)

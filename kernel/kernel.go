@@ -214,21 +214,31 @@ func (k *Kernel) Serve(ctx context.Context, l net.Listener) error {
 			nc.Close()
 			return nil
 		}
-		go func() {
-			defer k.wg.Done()
-			k.serveConn(ctx, nc)
-		}()
+		k.attach(ctx, nc, nil)
 	}
 }
 
 // ServeConn serves one connection until it ends or ctx is done.
 func (k *Kernel) ServeConn(ctx context.Context, nc net.Conn) {
+	ended := make(chan struct{})
+	k.Attach(ctx, nc, func() { close(ended) })
+	<-ended
+}
+
+// Attach serves one connection in the background until it ends or ctx is
+// done, and returns at once; done, if not nil, runs once the connection
+// has ended and its sessions' ends are on the ledger (at once if the
+// kernel is closed). A served connection holds no goroutine of the
+// kernel's beyond those of its Cap'n Proto connection.
+func (k *Kernel) Attach(ctx context.Context, nc net.Conn, done func()) {
 	if !k.start() {
 		nc.Close()
+		if done != nil {
+			done()
+		}
 		return
 	}
-	defer k.wg.Done()
-	k.serveConn(ctx, nc)
+	k.attach(ctx, nc, done)
 }
 
 func (k *Kernel) start() bool {

@@ -45,7 +45,7 @@ type session struct {
 }
 
 func newSessionClient(s *session) schema.Session {
-	return schema.Session(idleserver.Client(schema.Session_Methods(nil, s), s))
+	return schema.Session(idleserver.Of[schema.Session_Server](schema.Session_Methods, s))
 }
 
 // Shutdown is called when the program drops its last reference to the
@@ -925,8 +925,7 @@ func (s *session) Operator(ctx context.Context, call schema.Session_operator) er
 	if err != nil {
 		return err
 	}
-	o := &operator{s: s}
-	return res.SetOperator(schema.Operator(idleserver.Client(schema.Operator_Methods(nil, o), o))) // steals the reference
+	return res.SetOperator(schema.Operator(idleserver.Of[schema.Operator_Server](schema.Operator_Methods, &operator{s: s}))) // steals the reference
 }
 
 // Auditor returns the read-only auditor interface (admin.go) to an auditor
@@ -944,6 +943,5 @@ func (s *session) Auditor(ctx context.Context, call schema.Session_auditor) erro
 	if err != nil {
 		return err
 	}
-	au := &auditor{s: s}
-	return res.SetAuditor(schema.Auditor(idleserver.Client(schema.Auditor_Methods(nil, au), au))) // steals the reference
+	return res.SetAuditor(schema.Auditor(idleserver.Of[schema.Auditor_Server](schema.Auditor_Methods, &auditor{s: s}))) // steals the reference
 }

@@ -331,8 +331,7 @@ func (l readingListener) Reading(ctx context.Context, call schema.ReadingListene
 }
 
 func (p *program) subscribe(ctx context.Context, s held, f func(context.Context, schema.Reading)) error {
-	rl := readingListener{p.newListener(), f}
-	l := schema.ReadingListener(idleserver.Client(schema.ReadingListener_Methods(nil, rl), rl))
+	l := schema.ReadingListener(idleserver.Of[schema.ReadingListener_Server](schema.ReadingListener_Methods, readingListener{p.newListener(), f}))
 	defer l.Release()
 	return p.call("subscribe", func() error {
 		fut, rel := schema.Sensor(s.cap).Subscribe(ctx, func(q schema.Sensor_subscribe_Params) error { return q.SetListener(l.AddRef()) })
@@ -363,8 +362,7 @@ func (l switchListener) Event(ctx context.Context, call schema.SwitchListener_ev
 }
 
 func (p *program) subscribeSwitch(ctx context.Context, s held, f func(context.Context, schema.SwitchEvent)) error {
-	sl := switchListener{p.newListener(), f}
-	l := schema.SwitchListener(idleserver.Client(schema.SwitchListener_Methods(nil, sl), sl))
+	l := schema.SwitchListener(idleserver.Of[schema.SwitchListener_Server](schema.SwitchListener_Methods, switchListener{p.newListener(), f}))
 	defer l.Release()
 	return p.call("subscribe", func() error {
 		fut, rel := schema.Switch(s.cap).Subscribe(ctx, func(q schema.Switch_subscribe_Params) error { return q.SetListener(l.AddRef()) })

@@ -23,7 +23,7 @@ import (
 
 // Server is a capnp.ClientHook that serves a set of methods.
 type Server struct {
-	methods  []server.Method
+	methods  func() []server.Method // made anew for each server.Server
 	brand    any
 	shutdown server.Shutdowner
 
@@ -38,19 +38,23 @@ type Server struct {
 	down    bool           // Shutdown was called
 }
 
-// New returns a server of methods, as server.New does: brand is what
-// IsServer reports, and shutdown (if not nil) runs once the last client is
-// gone and every call has returned.
-func New(methods []server.Method, brand any, shutdown server.Shutdowner) *Server {
+// New returns a server of the methods that methods returns, as server.New
+// does: brand is what IsServer reports, and shutdown (if not nil) runs
+// once the last client is gone and every call has returned. methods is
+// called whenever a call finds the server idle, so that an idle server
+// holds no method table either.
+func New(methods func() []server.Method, brand any, shutdown server.Shutdowner) *Server {
 	return &Server{methods: methods, brand: brand, shutdown: shutdown}
 }
 
-// Client returns a client of a new Server of methods, as the generated
-// X_ServerToClient functions do: impl is the brand, and its Shutdown
-// method, if it has one, runs when the last client is gone.
-func Client(methods []server.Method, impl any) capnp.Client {
-	sd, _ := impl.(server.Shutdowner)
-	return capnp.NewClient(New(methods, impl, sd))
+// Of returns a client of a new Server of impl, given the generated
+// X_Methods function of its interface, as X_ServerToClient would:
+// idleserver.Of[schema.Light_Server](schema.Light_Methods, l). impl is the
+// brand, and its Shutdown method, if it has one, runs when the last client
+// is gone.
+func Of[T any](methods func([]server.Method, T) []server.Method, impl T) capnp.Client {
+	sd, _ := any(impl).(server.Shutdowner)
+	return capnp.NewClient(New(func() []server.Method { return methods(nil, impl) }, impl, sd))
 }
 
 // IsServer reports whether a brand came from a Server's Brand, and returns
@@ -73,7 +77,7 @@ func (s *Server) acquire() *server.Server {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.cur == nil {
-		s.cur = server.New(s.methods, nil, nil)
+		s.cur = server.New(s.methods(), nil, nil)
 		s.cur.HandleUnknownMethod = s.HandleUnknownMethod
 	}
 	s.pending++

@@ -88,7 +88,7 @@ func TestOrderIdleAndShutdown(t *testing.T) {
 	ctx := context.Background()
 	before := runtime.NumGoroutine()
 	l := &light{hold: make(chan struct{})}
-	c := schema.Light(idleserver.Client(schema.Light_Methods(nil, l), l))
+	c := schema.Light(idleserver.Of[schema.Light_Server](schema.Light_Methods, l))
 	settle(t, before) // no goroutine while idle
 
 	// Pipelined calls run one at a time in order, the first held.
@@ -151,7 +151,7 @@ func TestOrderIdleAndShutdown(t *testing.T) {
 func TestShutdownAfterPendingCalls(t *testing.T) {
 	ctx := context.Background()
 	l := &light{hold: make(chan struct{})}
-	c := schema.Light(idleserver.Client(schema.Light_Methods(nil, l), l))
+	c := schema.Light(idleserver.Of[schema.Light_Server](schema.Light_Methods, l))
 	f, rel := c.SetLevel(ctx, func(p schema.Light_setLevel_Params) error { p.SetLevel(255); return nil })
 	c.Release()
 	time.Sleep(5 * time.Millisecond)
@@ -183,7 +183,7 @@ func TestOverRPC(t *testing.T) {
 	l := &light{hold: make(chan struct{})}
 	close(l.hold)
 	p1, p2 := pipe()
-	srv := rpc.NewConn(p1, &rpc.Options{BootstrapClient: idleserver.Client(schema.Light_Methods(nil, l), l)})
+	srv := rpc.NewConn(p1, &rpc.Options{BootstrapClient: idleserver.Of[schema.Light_Server](schema.Light_Methods, l)})
 	cli := rpc.NewConn(p2, nil)
 	boot := schema.Light(cli.Bootstrap(ctx))
 	for i := 1; i <= 50; i++ {
@@ -214,7 +214,7 @@ func TestOverRPC(t *testing.T) {
 
 func TestIsServer(t *testing.T) {
 	l := &light{}
-	c := idleserver.Client(schema.Light_Methods(nil, l), l)
+	c := idleserver.Of[schema.Light_Server](schema.Light_Methods, l)
 	defer c.Release()
 	snap := c.Snapshot()
 	defer snap.Release()

@@ -175,11 +175,10 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		client, server := net.Pipe()
 		wg.Add(1)
 		served.add(1)
-		go func() {
-			defer wg.Done()
-			defer served.add(-1)
-			k.ServeConn(ctx, socket{server})
-		}()
+		k.Attach(ctx, socket{server}, func() {
+			served.add(-1)
+			wg.Done()
+		})
 		return client, nil
 	}
 	sensorSubs := func() int {

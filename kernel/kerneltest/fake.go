@@ -116,8 +116,7 @@ func (s lightServer) State(ctx context.Context, call schema.Light_state) error {
 
 // Client returns a new capability on the light; the caller releases it.
 func (l *Light) Client() capnp.Client {
-	ls := lightServer{l}
-	return idleserver.Client(schema.Light_Methods(nil, ls), ls)
+	return idleserver.Of[schema.Light_Server](schema.Light_Methods, lightServer{l})
 }
 
 // Thermostat is an in-memory thermostat in a room at a fixed temperature.
@@ -135,7 +134,7 @@ func NewThermostat(now func() time.Time) *Thermostat {
 }
 
 func (t *Thermostat) Client() capnp.Client {
-	return idleserver.Client(schema.Thermostat_Methods(nil, t), t)
+	return idleserver.Of[schema.Thermostat_Server](schema.Thermostat_Methods, t)
 }
 
 func (t *Thermostat) SetSetpoint(ctx context.Context, call schema.Thermostat_setSetpoint) error {
@@ -192,7 +191,7 @@ func NewSensor(path string, kind schema.ReadingKind, unit string, now func() tim
 }
 
 func (s *Sensor) Client() capnp.Client {
-	return idleserver.Client(schema.Sensor_Methods(nil, s), s)
+	return idleserver.Of[schema.Sensor_Server](schema.Sensor_Methods, s)
 }
 
 func (s *Sensor) fill(r schema.Reading, v float64) {
@@ -241,7 +240,7 @@ func (s *Sensor) Subscribe(ctx context.Context, call schema.Sensor_subscribe) er
 	if err != nil {
 		return err
 	}
-	return res.SetSubscription(schema.Subscription(idleserver.Client(schema.Subscription_Methods(nil, sub), sub)))
+	return res.SetSubscription(schema.Subscription(idleserver.Of[schema.Subscription_Server](schema.Subscription_Methods, sub)))
 }
 
 // Subscribers returns the number of live subscriptions.
@@ -308,7 +307,7 @@ type DoorLock struct {
 func NewDoorLock(now func() time.Time) *DoorLock { return &DoorLock{now: now, locked: true} }
 
 func (d *DoorLock) Client() capnp.Client {
-	return idleserver.Client(schema.DoorLock_Methods(nil, d), d)
+	return idleserver.Of[schema.DoorLock_Server](schema.DoorLock_Methods, d)
 }
 
 func (d *DoorLock) set(locked bool, relock int64) {
@@ -363,7 +362,7 @@ type Display struct {
 func NewDisplay() *Display { return &Display{} }
 
 func (d *Display) Client() capnp.Client {
-	return idleserver.Client(schema.Display_Methods(nil, d), d)
+	return idleserver.Of[schema.Display_Server](schema.Display_Methods, d)
 }
 
 func (d *Display) Show(ctx context.Context, call schema.Display_show) error {
@@ -405,7 +404,7 @@ type Speaker struct {
 func NewSpeaker() *Speaker { return &Speaker{volume: 50} }
 
 func (s *Speaker) Client() capnp.Client {
-	return idleserver.Client(schema.Speaker_Methods(nil, s), s)
+	return idleserver.Of[schema.Speaker_Server](schema.Speaker_Methods, s)
 }
 
 func (s *Speaker) Play(ctx context.Context, call schema.Speaker_play) error {
@@ -473,7 +472,7 @@ type Microphone struct {
 func NewMicrophone() *Microphone { return &Microphone{sinks: map[*subscription]schema.AudioSink{}} }
 
 func (m *Microphone) Client() capnp.Client {
-	return idleserver.Client(schema.Microphone_Methods(nil, m), m)
+	return idleserver.Of[schema.Microphone_Server](schema.Microphone_Methods, m)
 }
 
 func fillFormat(f schema.AudioFormat) {
@@ -527,7 +526,7 @@ func (m *Microphone) Record(ctx context.Context, call schema.Microphone_record) 
 		return err
 	}
 	fillFormat(f)
-	return res.SetRecording(schema.Subscription(idleserver.Client(schema.Subscription_Methods(nil, sub), sub)))
+	return res.SetRecording(schema.Subscription(idleserver.Of[schema.Subscription_Server](schema.Subscription_Methods, sub)))
 }
 
 // Frame sends one frame to every recording and waits for the stream to
@@ -568,7 +567,7 @@ func NewSwitch(path string, now func() time.Time) *Switch {
 }
 
 func (s *Switch) Client() capnp.Client {
-	return idleserver.Client(schema.Switch_Methods(nil, s), s)
+	return idleserver.Of[schema.Switch_Server](schema.Switch_Methods, s)
 }
 
 func (s *Switch) Subscribe(ctx context.Context, call schema.Switch_subscribe) error {
@@ -593,7 +592,7 @@ func (s *Switch) Subscribe(ctx context.Context, call schema.Switch_subscribe) er
 	if err != nil {
 		return err
 	}
-	return res.SetSubscription(schema.Subscription(idleserver.Client(schema.Subscription_Methods(nil, sub), sub)))
+	return res.SetSubscription(schema.Subscription(idleserver.Of[schema.Subscription_Server](schema.Subscription_Methods, sub)))
 }
 
 func (s *Switch) Pressed(ctx context.Context, call schema.Switch_pressed) error {
