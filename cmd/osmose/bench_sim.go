@@ -8,10 +8,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"runtime/pprof"
+	"strconv"
 	"strings"
 	"time"
 
@@ -38,6 +41,13 @@ first sample (all programs running), divided by the devices. Targets (the
 2-core machine): 10,000 devices for at least one simulated hour, resident
 set at most 1 GiB, and no growth over the run (heap in use at the end
 within 10 % of the first sample).
+
+The process runs with a soft memory limit (Go's GOMEMLIMIT, here
+--memory-limit, default 900 MiB; 0 for none; a GOMEMLIMIT in the
+environment wins): the garbage collector then works harder as the heap
+nears the limit instead of letting it grow to twice what is live. The
+limit is in the report. 900 MiB leaves room under the 1 GiB target for
+what the Go runtime does not count (Badger's memory-mapped tables).
 
 Running as many connections needs a file-descriptor limit above twice the
 devices (Go raises the soft limit to the hard one).`
@@ -68,12 +78,46 @@ type benchSimResult struct {
 	Entries        int64            `json:"ledger_entries"`
 	LedgerMB       float64          `json:"ledger_mb"`
 	Verified       bool             `json:"verified"`
+	MemoryLimitMB  float64          `json:"memory_limit_mb,omitempty"` // the Go runtime's soft limit; 0 for none
 	BaselineRSSMB  float64          `json:"baseline_rss_mb"`
 	MaxRSSMB       float64          `json:"max_rss_mb"`
 	PerDeviceKB    float64          `json:"rss_per_device_kb"`
 	HeapGrowth     float64          `json:"heap_growth"` // end / first sample
 	Samples        []benchSimSample `json:"samples"`
 	TargetsMet     map[string]bool  `json:"targets_met"`
+}
+
+// parseMemoryLimit reads a size as GOMEMLIMIT does: a number of bytes
+// with an optional unit B, KiB, MiB, GiB or TiB; 0 or "off" for none.
+func parseMemoryLimit(v string) (int64, error) {
+	orig := v
+	v = strings.TrimSpace(v)
+	if v == "off" || v == "0" {
+		return 0, nil
+	}
+	units := []struct {
+		suffix string
+		mult   int64
+	}{{"TiB", 1 << 40}, {"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"B", 1}}
+	mult := int64(1)
+	for _, u := range units {
+		if strings.HasSuffix(v, u.suffix) {
+			v, mult = strings.TrimSuffix(v, u.suffix), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n < 0 || n > math.MaxInt64/mult {
+		return 0, fmt.Errorf("%q is not a size such as 900MiB or 1GiB", orig)
+	}
+	return n * mult, nil
+}
+
+func limitText(mb float64) string {
+	if mb == 0 {
+		return "no memory limit"
+	}
+	return fmt.Sprintf("soft memory limit %.0f MiB", mb)
 }
 
 // writeProfiles writes the named runtime profiles as NAME.pprof into dir.
@@ -109,6 +153,7 @@ func runBenchSim(ctx context.Context, e *env, args []string) error {
 	seed := fs.Int64("seed", 1, "seed of the building, the people, the noise and every key")
 	dir := fs.String("dir", "", "where to put the ledger (default: the system's temporary directory)")
 	asJSON := fs.Bool("json", false, "machine-readable output (JSON)")
+	memLimit := fs.String("memory-limit", "900MiB", "soft memory limit of the process (Go's GOMEMLIMIT syntax; 0 for none); GOMEMLIMIT in the environment wins")
 	profile := fs.String("profile", "", "write heap and goroutine profiles (pprof) at the first sample into this directory")
 	fs.Usage = func() {
 		fmt.Fprintf(e.stderr, "usage: osmose bench sim [flags]\n\n%s\n\nFlags:\n", strings.TrimSpace(benchSimDoc))
@@ -123,6 +168,13 @@ func runBenchSim(ctx context.Context, e *env, args []string) error {
 	case *hours <= 0 || *people < 0 || *sample <= 0:
 		return usagef("--hours and --sample must be positive, --people not negative")
 	}
+	limit, err := parseMemoryLimit(*memLimit)
+	if err != nil {
+		return usagef("--memory-limit: %v", err)
+	}
+	if os.Getenv("GOMEMLIMIT") == "" && limit > 0 {
+		defer debug.SetMemoryLimit(debug.SetMemoryLimit(limit))
+	}
 	top, err := sim.Generate(sim.GenConfig{Floors: *floors, Rooms: *rooms, DevicesPerRoom: *per, People: *people, Seed: *seed})
 	if err != nil {
 		return usagef("%v", err)
@@ -134,6 +186,9 @@ func runBenchSim(ctx context.Context, e *env, args []string) error {
 	defer os.RemoveAll(tmp)
 
 	res := &benchSimResult{Devices: len(top.Devices), People: *people, SimHours: *hours, CPUs: runtime.NumCPU(), Go: runtime.Version()}
+	if l := debug.SetMemoryLimit(-1); l != math.MaxInt64 {
+		res.MemoryLimitMB = mib(uint64(l))
+	}
 	runtime.GC()
 	res.BaselineRSSMB = mib(readRSS())
 	fmt.Fprintf(e.stderr, "bench sim: %d devices, %d people, %.1f h of building time; starting programs...\n", len(top.Devices), *people, *hours)
@@ -216,7 +271,7 @@ func runBenchSim(ctx context.Context, e *env, args []string) error {
 		fmt.Fprintf(w, "devices       %d (%d programs on their own connections), %d people, %.1f h of building time\n", res.Devices, res.Programs, res.People, res.SimHours)
 		fmt.Fprintf(w, "startup       %.1fs to start every program\n", res.StartupSeconds)
 		fmt.Fprintf(w, "calls         %d, %.0f/s after startup; latency p50 %.2f ms, p99 %.2f ms\n", res.Calls, res.CallsPerSec, res.P50us/1e3, res.P99us/1e3)
-		fmt.Fprintf(w, "memory        rss max %.0f MiB (baseline %.0f), %.1f KiB per device; heap end/first %.2f\n", res.MaxRSSMB, res.BaselineRSSMB, res.PerDeviceKB, res.HeapGrowth)
+		fmt.Fprintf(w, "memory        rss max %.0f MiB (baseline %.0f), %.1f KiB per device; heap end/first %.2f; %s\n", res.MaxRSSMB, res.BaselineRSSMB, res.PerDeviceKB, res.HeapGrowth, limitText(res.MemoryLimitMB))
 		fmt.Fprintf(w, "ledger        %d entries, %.1f MiB, verified %v\n", res.Entries, res.LedgerMB, res.Verified)
 		for _, k := range []string{"devices_10000", "sim_hour", "rss_1gib", "no_heap_growth", "ledger_verifies"} {
 			fmt.Fprintf(w, "target %-16s %v\n", k, map[bool]string{true: "met", false: "NOT met"}[res.TargetsMet[k]])
