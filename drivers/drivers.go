@@ -38,9 +38,19 @@ type Light struct {
 	time  int64
 }
 
-// NewLight returns the driver of a light, off at 100 %.
+// NewLight returns the driver of a light: off at 100 %, or as its
+// hardware reports it (LightReporter).
 func NewLight(hw LightHardware, now func() time.Time) *Light {
-	return &Light{hw: hw, now: now, level: 100}
+	l := &Light{hw: hw, now: now, level: 100}
+	if r, ok := hw.(LightReporter); ok {
+		if on, level, known := r.LightState(); known {
+			l.on = on
+			if level > 0 {
+				l.level = min(level, 100)
+			}
+		}
+	}
+	return l
 }
 
 // Client returns a new capability on the driver; the caller releases it.
@@ -113,10 +123,17 @@ const (
 	MaxSetpoint = 35
 )
 
-// NewThermostat returns the driver of a thermostat at 20 °C, mode off. It
-// tells the hardware so.
+// NewThermostat returns the driver of a thermostat: at 20 °C, mode off,
+// which it tells the hardware, or, without a word to it, as its hardware
+// reports it (ThermostatReporter).
 func NewThermostat(hw ThermostatHardware, now func() time.Time) *Thermostat {
 	t := &Thermostat{hw: hw, now: now, setpoint: 20, mode: schema.ThermostatMode_off}
+	if r, ok := hw.(ThermostatReporter); ok {
+		if sp, mode, known := r.ThermostatState(); known {
+			t.setpoint, t.mode = sp, mode
+		}
+		return t
+	}
 	_ = hw.SetThermostat(t.setpoint, t.mode)
 	return t
 }
@@ -279,10 +296,17 @@ type DoorLock struct {
 	time     int64
 }
 
-// NewDoorLock returns the driver of a lock, locked. It tells the hardware
-// so.
+// NewDoorLock returns the driver of a lock: locked, which it tells the
+// hardware, or, without a word to it, as its hardware reports it
+// (LockReporter; a lock that has reported nothing is taken as locked).
 func NewDoorLock(hw LockHardware, now func() time.Time) *DoorLock {
 	d := &DoorLock{hw: hw, now: now, locked: true}
+	if r, ok := hw.(LockReporter); ok {
+		if locked, known := r.LockState(); known {
+			d.locked = locked
+		}
+		return d
+	}
 	_ = hw.SetLocked(true)
 	return d
 }
@@ -432,11 +456,19 @@ type Speaker struct {
 	volume uint8
 }
 
-// NewSpeaker returns the driver of a speaker at 50 % volume. It tells the
-// hardware so.
+// NewSpeaker returns the driver of a speaker: at 50 % volume, which it
+// tells the hardware, or, without a word to it, as its hardware reports it
+// (SpeakerReporter).
 func NewSpeaker(hw SpeakerHardware) *Speaker {
+	s := &Speaker{hw: hw, volume: 50}
+	if r, ok := hw.(SpeakerReporter); ok {
+		if v, known := r.SpeakerVolume(); known {
+			s.volume = min(v, 100)
+		}
+		return s
+	}
 	_ = hw.SetVolume(50)
-	return &Speaker{hw: hw, volume: 50}
+	return s
 }
 
 func (s *Speaker) Client() capnp.Client {

@@ -6,6 +6,35 @@ import (
 	"github.com/osmose-os/osmose/schema"
 )
 
+// A bridge to real devices knows the state each device last reported, and
+// must not command a building because osmose started: its hardware
+// implements the Reporter interface of the class, and the driver starts
+// from the reported state and sends nothing (known false: the device has
+// reported none yet; the driver keeps its defaults, still sending
+// nothing). Hardware without one (the simulator's) is put in a known
+// state when its driver is made.
+
+// LightReporter is LightHardware that knows the light's present state.
+type LightReporter interface {
+	LightState() (on bool, level uint8, known bool)
+}
+
+// ThermostatReporter is ThermostatHardware that knows the setpoint and
+// mode the thermostat has.
+type ThermostatReporter interface {
+	ThermostatState() (setpoint float64, mode schema.ThermostatMode, known bool)
+}
+
+// LockReporter is LockHardware that knows whether the lock is locked.
+type LockReporter interface {
+	LockState() (locked, known bool)
+}
+
+// SpeakerReporter is SpeakerHardware that knows the speaker's volume.
+type SpeakerReporter interface {
+	SpeakerVolume() (volume uint8, known bool)
+}
+
 // LightHardware is a luminaire's output stage.
 type LightHardware interface {
 	// SetLight drives the luminaire: off, or on at level percent (1..100).

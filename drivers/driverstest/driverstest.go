@@ -171,6 +171,20 @@ func testLight(t *testing.T, r *rig) {
 func testThermostat(t *testing.T, r *rig) {
 	th := schema.Thermostat(r.client("thermostat"))
 	path := Room + "/thermostat"
+	// A new driver agrees with its thermostat: it set it, or started from
+	// what the thermostat reported.
+	{
+		f, rel := th.State(r.ctx, nil)
+		res, err := f.Struct()
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, _ := res.State()
+		if sp, m := r.b.Thermostat(path); st.Setpoint() != sp || st.Mode() != m {
+			t.Errorf("new driver says %v °C %v, the thermostat has %v °C %v", st.Setpoint(), st.Mode(), sp, m)
+		}
+		rel()
+	}
 	if err := do(th.SetSetpoint(r.ctx, func(p schema.Thermostat_setSetpoint_Params) error { p.SetCelsius(22.5); return nil })); err != nil {
 		t.Fatal(err)
 	}
@@ -304,8 +318,19 @@ func testSensorSubscribe(t *testing.T, r *rig) {
 func testDoorLock(t *testing.T, r *rig) {
 	l := schema.DoorLock(r.client("lock"))
 	path := Room + "/lock"
-	if !r.b.Locked(path) {
-		t.Errorf("new lock is not locked")
+	{
+		// A new driver agrees with its lock: it either locked it or
+		// started from the state the lock reported.
+		f, rel := l.State(r.ctx, nil)
+		res, err := f.Struct()
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, _ := res.State()
+		if st.Locked() != r.b.Locked(path) {
+			t.Errorf("new driver says locked=%v, the lock is locked=%v", st.Locked(), r.b.Locked(path))
+		}
+		rel()
 	}
 	if err := do(l.Unlock(r.ctx, nil)); err != nil {
 		t.Fatal(err)

@@ -46,6 +46,21 @@ func (l *light) SetLight(on bool, level uint8) error {
 	})
 }
 
+// LightState is the state the light last reported: drivers.LightReporter.
+func (l *light) LightState() (on bool, level uint8, known bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	st, ok := l.state["state"].(string)
+	if !ok {
+		return false, 0, false
+	}
+	level = 100
+	if br, ok := l.state["brightness"].(float64); ok {
+		level = max(1, Level(int(br)))
+	}
+	return strings.EqualFold(st, "ON"), level, true
+}
+
 // thermostat is a Zigbee2MQTT climate device: drivers.ThermostatHardware.
 type thermostat struct{ *device }
 
@@ -69,6 +84,23 @@ func (t *thermostat) SetThermostat(setpoint float64, mode schema.ThermostatMode)
 		sp, ok := st["occupied_heating_setpoint"].(float64)
 		return ok && math.Abs(sp-setpoint) <= 0.25 && isState(st["system_mode"], m), ""
 	})
+}
+
+// ThermostatState is the setpoint and mode the thermostat last reported:
+// drivers.ThermostatReporter.
+func (t *thermostat) ThermostatState() (setpoint float64, mode schema.ThermostatMode, known bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	sp, ok := t.state["occupied_heating_setpoint"].(float64)
+	if !ok {
+		return 0, 0, false
+	}
+	for m, name := range modes {
+		if isState(t.state["system_mode"], name) {
+			return sp, m, true
+		}
+	}
+	return 0, 0, false
 }
 
 // Temperature is the device's local_temperature; NaN before it reported
@@ -178,6 +210,20 @@ func (l *lock) SetLocked(locked bool) error {
 	})
 }
 
+// LockState is whether the lock last reported itself locked:
+// drivers.LockReporter.
+func (l *lock) LockState() (locked, known bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	switch st := l.state["state"]; {
+	case isState(st, "LOCK"):
+		return true, true
+	case isState(st, "UNLOCK"):
+		return false, true
+	}
+	return false, false
+}
+
 // DoorOpen: Zigbee2MQTT's contact is true while the door is closed.
 func (l *lock) DoorOpen() bool { return l.field("contact") == false }
 
@@ -201,7 +247,19 @@ func (s *speaker) Say(text string) error   { return s.txCommand("say", map[strin
 func (s *speaker) SetVolume(v uint8) error {
 	return s.txCommand("set volume", map[string]any{"volume": v})
 }
-func (s *speaker) Stop() error   { return s.txCommand("stop", map[string]any{"stop": true}) }
+func (s *speaker) Stop() error { return s.txCommand("stop", map[string]any{"stop": true}) }
+
+// SpeakerVolume is the volume the speaker last reported:
+// drivers.SpeakerReporter.
+func (s *speaker) SpeakerVolume() (volume uint8, known bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	v, ok := s.state["volume"].(float64)
+	if !ok || v < 0 {
+		return 0, false
+	}
+	return uint8(min(v, 100)), true
+}
 func (s *speaker) Playing() bool { return s.field("playing") == true }
 
 // button is a Zigbee2MQTT remote or switch: drivers.SwitchHardware.

@@ -130,9 +130,10 @@
 // Dial subscribes (QoS 1) to every device's topics and to a private topic,
 // osmose/sync/<client id>, publishes one message there and waits until it
 // comes back: the broker has then sent the retained states of the
-// devices, so the drivers start from the devices' last known state. (A
-// broker with access control must let the bridge publish and subscribe
-// there.) A lost connection is retried every Config.RetryDelay; on every
+// devices, so the drivers start from the devices' last known state and
+// command none of them at start (the hardware implements the drivers'
+// Reporter interfaces). (A broker with access control must let the bridge
+// publish and subscribe there.) A lost connection is retried every Config.RetryDelay; on every
 // new connection the bridge subscribes again, and Connected reports
 // whether it is connected now.
 //

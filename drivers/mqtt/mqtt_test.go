@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"capnproto.org/go/capnp/v3"
+
 	"github.com/osmose-os/osmose/drivers"
 	"github.com/osmose-os/osmose/drivers/driverstest"
 	"github.com/osmose-os/osmose/drivers/mqtt"
@@ -30,6 +32,7 @@ var brokerTests = []struct {
 	{"FriendlyNameOverride", testFriendlyNameOverride},
 	{"RetainedActionNotReplayed", testRetainedAction},
 	{"BrokerLost", testBrokerLost},
+	{"StartFromReportedState", testStartFromReportedState},
 }
 
 // TestEmbeddedBroker runs the bridge against mochi-mqtt in process, so the
@@ -332,4 +335,71 @@ func testConformance(t *testing.T, br testBroker) {
 		bridge := dial(t, mqtt.Config{Broker: br.addr(), BaseTopic: base, Devices: driverstest.Devices})
 		return newBackend(bridge, fake)
 	})
+}
+
+// testStartFromReportedState: drivers made over the bridge command no
+// device and start from the states the devices last reported (the fake's
+// are retained: a thermostat at 18 °C off, an unlocked lock, a speaker at
+// 30 %, a light off at full brightness).
+func testStartFromReportedState(t *testing.T, br testBroker) {
+	base := newBase()
+	fake := newFakeZ2M(t, br.addr(), base, fakeDevices(driverstest.Devices))
+	cmds := fake.watchCommands()
+	bridge := dial(t, mqtt.Config{Broker: br.addr(), BaseTopic: base, Devices: driverstest.Devices})
+	set, err := drivers.NewSet(driverstest.Devices, bridge.Hardware, time.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clients := set.Clients()
+	defer func() {
+		for _, c := range clients {
+			c.Release()
+		}
+	}()
+	ctx := context.Background()
+	client := func(class string) capnp.Client { return clients[driverstest.Room+"/"+class] }
+
+	th, rel := schema.Thermostat(client("thermostat")).State(ctx, nil)
+	defer rel()
+	ts, err := th.State().Struct()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ts.Setpoint() != 18 || ts.Mode() != schema.ThermostatMode_off {
+		t.Errorf("thermostat driver starts at %v °C %v, want the reported 18 off", ts.Setpoint(), ts.Mode())
+	}
+	lk, rel2 := schema.DoorLock(client("lock")).State(ctx, nil)
+	defer rel2()
+	ls, err := lk.State().Struct()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ls.Locked() {
+		t.Errorf("lock driver starts locked; the lock reported itself unlocked")
+	}
+	sp, rel3 := schema.Speaker(client("speaker")).State(ctx, nil)
+	defer rel3()
+	ss, err := sp.State().Struct()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ss.Volume() != 30 {
+		t.Errorf("speaker driver starts at volume %d, want the reported 30", ss.Volume())
+	}
+	li, rel4 := schema.Light(client("light")).State(ctx, nil)
+	defer rel4()
+	lis, err := li.State().Struct()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lis.On() || lis.Level() != 100 {
+		t.Errorf("light driver starts on=%v at %d %%, want the reported off at 100", lis.On(), lis.Level())
+	}
+	// A command would have reached the fake by the time the states were
+	// read back over the same broker; wait a little longer to be sure.
+	select {
+	case c := <-cmds:
+		t.Errorf("starting the drivers commanded %s: %v", c.name, c.cmd)
+	case <-time.After(200 * time.Millisecond):
+	}
 }
