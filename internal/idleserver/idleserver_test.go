@@ -112,7 +112,7 @@ func TestOrderIdleAndShutdown(t *testing.T) {
 	if got, _ := l.snapshot(); string(got) != string([]uint8{255, 1, 2, 3}) {
 		t.Fatalf("order %v", got)
 	}
-	settle(t, before)
+	settle(t, before+1) // warm: its goroutine stays for the next call
 
 	// Go lets the next call start; all still return.
 	f1, r1 := c.SetLevel(ctx, func(p schema.Light_setLevel_Params) error { p.SetLevel(254); return nil })
@@ -127,7 +127,7 @@ func TestOrderIdleAndShutdown(t *testing.T) {
 	_ = st
 	r1()
 	r2()
-	settle(t, before)
+	settle(t, before+1)
 
 	// Unknown methods are refused.
 	ans, rel := capnp.Client(c).SendCall(ctx, capnp.Send{Method: capnp.Method{InterfaceID: 1, MethodID: 2}})
@@ -235,4 +235,29 @@ func TestIsServer(t *testing.T) {
 func pipe() (transport.Transport, transport.Transport) {
 	a, b := net.Pipe()
 	return transport.NewStream(a), transport.NewStream(b)
+}
+
+// TestWarmBound: servers called once and then idle keep at most
+// WarmServers goroutines between them, and none once released.
+func TestWarmBound(t *testing.T) {
+	ctx := context.Background()
+	settle(t, runtime.NumGoroutine())
+	before := runtime.NumGoroutine()
+	const n = idleserver.WarmServers + 500
+	var cs []schema.Light
+	for i := 0; i < n; i++ {
+		l := &light{hold: make(chan struct{})}
+		c := schema.Light(idleserver.Of[schema.Light_Server](schema.Light_Methods, l))
+		f, rel := c.SetLevel(ctx, func(p schema.Light_setLevel_Params) error { p.SetLevel(1); return nil })
+		if _, err := f.Struct(); err != nil {
+			t.Fatal(err)
+		}
+		rel()
+		cs = append(cs, c)
+	}
+	settle(t, before+idleserver.WarmServers)
+	for _, c := range cs {
+		c.Release()
+	}
+	settle(t, before)
 }
