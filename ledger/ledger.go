@@ -621,6 +621,7 @@ type kv struct {
 
 // batch is one group commit: the entries and every write they make.
 type batch struct {
+	err      error // the commit's failure
 	items    []*Pending
 	puts     []kv
 	state    state
@@ -873,27 +874,88 @@ func splitFrames(b []byte) ([][]byte, error) {
 }
 
 func (l *Ledger) writeLoop() {
-	defer close(l.stopped)
+	// Commits and syncs are pipelined: while one group's sync runs, the
+	// next group is committed, and one sync then makes every group
+	// committed before it durable.
+	syncCh := make(chan *batch, 16)
+	synced := make(chan struct{})
+	go func() {
+		defer close(synced)
+		l.syncLoop(syncCh)
+	}()
+	defer func() {
+		close(syncCh)
+		<-synced
+		close(l.stopped)
+	}()
 	ctx := context.Background()
 	for b := range l.writeCh {
-		err := error(nil)
 		if f := l.failed.Load(); f != nil {
-			err = *f
-		} else if err = l.writeBatch(ctx, b); err != nil {
-			err = fmt.Errorf("%w: %v", ErrFailed, err)
-			l.failed.Store(&err)
-			l.opts.Logger.Error("ledger: batch write failed; reopen to recover", "err", err)
+			b.err = *f
+		} else if err := l.commitBatch(ctx, b); err != nil {
+			b.err = l.fail(err)
 		}
-		for _, p := range b.items {
-			p.err = err
-			close(p.done)
-			<-l.slots
+		syncCh <- b
+	}
+}
+
+// fail marks the ledger failed with cause and returns the error every
+// append gets from now on.
+func (l *Ledger) fail(cause error) error {
+	err := fmt.Errorf("%w: %v", ErrFailed, cause)
+	if l.failed.CompareAndSwap(nil, &err) {
+		l.opts.Logger.Error("ledger: batch write failed; reopen to recover", "err", err)
+		return err
+	}
+	return *l.failed.Load()
+}
+
+// syncLoop makes committed batches durable, in order: one sync for every
+// batch committed before it starts, then their entries are published
+// (durable head, indexes) and their waiters told.
+func (l *Ledger) syncLoop(in <-chan *batch) {
+	ctx := context.Background()
+	var group []*batch
+	for b := range in {
+		group = append(group[:0], b)
+	more:
+		for {
+			select {
+			case b2, ok := <-in:
+				if !ok {
+					break more
+				}
+				group = append(group, b2)
+			default:
+				break more
+			}
+		}
+		var syncErr error
+		if f := l.failed.Load(); f != nil {
+			syncErr = *f
+		} else if err := l.store.Sync(ctx, ds.RawKey("/")); err != nil {
+			syncErr = l.fail(fmt.Errorf("sync: %w", err))
+		}
+		for _, b := range group {
+			err := b.err
+			if err == nil {
+				err = syncErr
+			}
+			if err == nil {
+				l.publish(b)
+			}
+			for _, p := range b.items {
+				p.err = err
+				close(p.done)
+				<-l.slots
+			}
 		}
 	}
 }
 
-// writeBatch commits one batch as one store transaction and syncs it.
-func (l *Ledger) writeBatch(ctx context.Context, b *batch) error {
+// commitBatch commits one batch as one store transaction (not yet
+// synced).
+func (l *Ledger) commitBatch(ctx context.Context, b *batch) error {
 	txn, err := l.store.NewTransaction(ctx, false)
 	if err != nil {
 		return err
@@ -907,9 +969,24 @@ func (l *Ledger) writeBatch(ctx context.Context, b *batch) error {
 	if err := txn.Commit(ctx); err != nil {
 		return fmt.Errorf("commit: %w", err)
 	}
+	return nil
+}
+
+// writeBatch commits one batch and syncs it, outside the pipeline (the
+// genesis entry, the close).
+func (l *Ledger) writeBatch(ctx context.Context, b *batch) error {
+	if err := l.commitBatch(ctx, b); err != nil {
+		return err
+	}
 	if err := l.store.Sync(ctx, ds.RawKey("/")); err != nil {
 		return fmt.Errorf("sync: %w", err)
 	}
+	l.publish(b)
+	return nil
+}
+
+// publish makes a synced batch's entries the durable head.
+func (l *Ledger) publish(b *batch) {
 	for _, g := range b.segments {
 		l.indexer.written(g)
 	}
@@ -918,7 +995,6 @@ func (l *Ledger) writeBatch(ctx context.Context, b *batch) error {
 	close(l.advanced)
 	l.advanced = make(chan struct{})
 	l.dmu.Unlock()
-	return nil
 }
 
 // Head returns the durable head: the number of entries, the tree root and
