@@ -73,7 +73,7 @@ type Table struct {
 	bound map[string][]GrantID
 	stack []GrantID // scratch for walks
 	// byHolder lists each holder's grants by id; those that ended are
-	// dropped as HeldBy and Held come across them.
+	// dropped whenever HeldBy or Held reads the holder's list.
 	byHolder map[Principal][]GrantID
 }
 
@@ -822,6 +822,23 @@ func (t *Table) Grant(id GrantID) (Grant, bool) {
 // revoked nor released, in id order. Its cost is in the holder's grants,
 // not the table's.
 func (t *Table) HeldBy(holder Principal) []GrantID {
+	return slices.Clone(t.live(holder))
+}
+
+// Held returns the first grant, by id, that holder holds on target's
+// interface iface and that is neither revoked nor released; 0 if none.
+func (t *Table) Held(holder Principal, target string, iface uint64) GrantID {
+	for _, id := range t.live(holder) {
+		if g := &t.grants[id-t.base-1]; g.target == target && g.f.ID == iface {
+			return id
+		}
+	}
+	return 0
+}
+
+// live drops the holder's ended grants from byHolder and returns the
+// rest, in id order; the slice is the index's own.
+func (t *Table) live(holder Principal) []GrantID {
 	ids := t.byHolder[holder]
 	n := 0
 	for _, id := range ids {
@@ -836,18 +853,7 @@ func (t *Table) HeldBy(holder Principal) []GrantID {
 		return nil
 	}
 	t.byHolder[holder] = ids[:n]
-	return slices.Clone(ids[:n])
-}
-
-// Held returns the first grant, by id, that holder holds on target's
-// interface iface and that is neither revoked nor released; 0 if none.
-func (t *Table) Held(holder Principal, target string, iface uint64) GrantID {
-	for _, id := range t.byHolder[holder] {
-		if g := &t.grants[id-t.base-1]; !g.revoked && !g.released && !g.gone && g.target == target && g.f.ID == iface {
-			return id
-		}
-	}
-	return 0
+	return ids[:n]
 }
 
 // Grants yields every grant not removed, by id.

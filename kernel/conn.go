@@ -179,13 +179,14 @@ func (c *conn) end() {
 		// A connection that never logged in but broke the protocol is
 		// evidence too; its actor is its address.
 		k := c.k
+		// Durable with the next batch; nobody waits for it.
 		k.seq.mu.Lock()
-		p, err := k.led.Append(context.Background(), ledger.Entry{
+		_, err := k.led.Append(context.Background(), ledger.Entry{
 			Kind: "disconnect", Actor: "conn:" + c.remote, Reason: truncate(reason), Time: k.now().UnixNano(),
 		})
 		k.seq.mu.Unlock()
-		if err == nil {
-			_ = p // durable with the next batch; nobody waits for it
+		if err != nil {
+			k.log.Warn("disconnect", "conn", c.remote, "err", err)
 		}
 	}
 }

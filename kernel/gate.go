@@ -83,6 +83,9 @@ func (h gateHook) Send(ctx context.Context, s capnp.Send) (*capnp.Answer, capnp.
 	// would take a goroutine of its own.
 	var unplaced bool
 	if place := s.PlaceArgs; place != nil {
+		// Until placed, the call is not queued: the params message may
+		// fail to be made before PlaceArgs is called at all.
+		unplaced = true
 		s.PlaceArgs = func(st capnp.Struct) error {
 			err := place(st)
 			unplaced = err != nil
@@ -327,9 +330,11 @@ func (k *Kernel) admit(ctx context.Context, g *gate, m capnp.Method, args capnp.
 			refusal = capsError(m.MethodName, d)
 		}
 	}
-	// What the gate wraps cannot change under us: cut runs under the
-	// sequencer's lock (held here) or from Shutdown, which waits for the
-	// gate's calls to return. So it is used without a reference of our own.
+	// What the gate wraps cannot go under us: cut runs under the
+	// sequencer's lock (held here), from Shutdown, which waits for the
+	// gate's calls to return, or at the session's end, after ended was set
+	// under the sequencer's lock (checked above: an ended session admits
+	// nothing). So it is used without a reference of our own.
 	var target capnp.Client
 	if refusal == nil {
 		g.mu.Lock()

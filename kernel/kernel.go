@@ -227,7 +227,7 @@ func (k *Kernel) ServeConn(ctx context.Context, nc net.Conn) {
 
 // Attach serves one connection in the background until it ends or ctx is
 // done, and returns at once; done, if not nil, runs once the connection
-// has ended and its sessions' ends are on the ledger (at once if the
+// has ended and its sessions' ends are appended to the ledger (at once if the
 // kernel is closed). A served connection holds no goroutine of the
 // kernel's beyond those of its Cap'n Proto connection.
 func (k *Kernel) Attach(ctx context.Context, nc net.Conn, done func()) {

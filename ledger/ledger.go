@@ -916,6 +916,7 @@ func (l *Ledger) fail(cause error) error {
 func (l *Ledger) syncLoop(in <-chan *batch) {
 	ctx := context.Background()
 	var group []*batch
+	var syncFailed error // a sync failed: nothing after it is durable
 	for b := range in {
 		group = append(group[:0], b)
 	more:
@@ -930,12 +931,15 @@ func (l *Ledger) syncLoop(in <-chan *batch) {
 				break more
 			}
 		}
-		var syncErr error
-		if f := l.failed.Load(); f != nil {
-			syncErr = *f
-		} else if err := l.store.Sync(ctx, ds.RawKey("/")); err != nil {
-			syncErr = l.fail(fmt.Errorf("sync: %w", err))
+		// A batch committed before another's commit failed is synced and
+		// published all the same: it is in the store, and would be found
+		// there after a reopen.
+		if syncFailed == nil {
+			if err := l.store.Sync(ctx, ds.RawKey("/")); err != nil {
+				syncFailed = l.fail(fmt.Errorf("sync: %w", err))
+			}
 		}
+		syncErr := syncFailed
 		for _, b := range group {
 			err := b.err
 			if err == nil {

@@ -45,8 +45,11 @@ type Server struct {
 }
 
 // New returns a server of the methods that methods returns, as server.New
-// does: brand is what IsServer reports, and shutdown (if not nil) runs
-// once the last client is gone and every call has returned. methods is
+// does: brand is what IsServer reports, and shutdown (if not nil) runs,
+// on a goroutine of its own, once the last client is gone and every call
+// has returned (never on the goroutine that released the last client,
+// which may be a connection's receive loop or hold its caller's locks).
+// methods is
 // called whenever a call finds the server idle, so that an idle server
 // holds no method table either.
 func New(methods func() []server.Method, brand any, shutdown server.Shutdowner) *Server {
@@ -109,7 +112,7 @@ func (s *Server) returned() {
 	}
 	s.mu.Unlock()
 	if finish && s.shutdown != nil {
-		s.shutdown.Shutdown()
+		go s.shutdown.Shutdown()
 	}
 }
 
@@ -216,13 +219,13 @@ func (s *Server) Recv(ctx context.Context, r capnp.Recv) capnp.PipelineCaller {
 func (s *Server) Send(ctx context.Context, snd capnp.Send) (*capnp.Answer, capnp.ReleaseFunc) {
 	var args capnp.Struct
 	if snd.PlaceArgs != nil {
-		_, seg, err := capnp.NewMessage(capnp.MultiSegment(nil))
+		msg, seg, err := capnp.NewMessage(capnp.MultiSegment(nil))
 		if err != nil {
 			return capnp.ErrorAnswer(snd.Method, err), func() {}
 		}
 		args, err = capnp.NewRootStruct(seg, snd.ArgsSize)
 		if err != nil {
-			args.Message().Release()
+			msg.Release()
 			return capnp.ErrorAnswer(snd.Method, err), func() {}
 		}
 		if err := snd.PlaceArgs(args); err != nil {
@@ -255,7 +258,7 @@ func (s *Server) Shutdown() {
 	}
 	s.mu.Unlock()
 	if idle && s.shutdown != nil {
-		s.shutdown.Shutdown()
+		go s.shutdown.Shutdown()
 	}
 }
 

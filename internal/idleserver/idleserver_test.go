@@ -140,9 +140,7 @@ func TestOrderIdleAndShutdown(t *testing.T) {
 		t.Fatalf("shut down with a client left: %d", n)
 	}
 	c.Release()
-	if _, n := l.snapshot(); n != 1 {
-		t.Fatalf("shutdowns = %d, want 1", n)
-	}
+	waitShutdowns(t, l, 1)
 	settle(t, before)
 }
 
@@ -163,15 +161,27 @@ func TestShutdownAfterPendingCalls(t *testing.T) {
 		t.Fatal(err)
 	}
 	rel()
+	waitShutdowns(t, l, 1)
+}
+
+// waitShutdowns waits until l has been shut down n times, and checks that
+// it is not shut down again.
+func waitShutdowns(t *testing.T, l *light, n int) {
+	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		if _, n := l.snapshot(); n == 1 {
+		if _, got := l.snapshot(); got == n {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("no shutdown after the last call")
+			_, got := l.snapshot()
+			t.Fatalf("%d shutdowns, want %d", got, n)
 		}
 		time.Sleep(time.Millisecond)
+	}
+	time.Sleep(10 * time.Millisecond)
+	if _, got := l.snapshot(); got != n {
+		t.Fatalf("%d shutdowns, want %d", got, n)
 	}
 }
 
@@ -200,16 +210,7 @@ func TestOverRPC(t *testing.T) {
 	boot.Release()
 	cli.Close()
 	<-srv.Done()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		if _, n := l.snapshot(); n == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("no shutdown after the connection closed")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	waitShutdowns(t, l, 1)
 }
 
 func TestIsServer(t *testing.T) {
