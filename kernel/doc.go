@@ -101,9 +101,10 @@
 //     A gate's calls run one at a time on the gate's goroutine until one
 //     arrives while another is admitted and waiting; only then does the
 //     waiting call hand the queue to a new goroutine (server.Call.Go).
-//     The gate's goroutine exists only while the gate has calls
-//     (internal/idleserver), as does that of every kernel-hosted object
-//     and driver: an idle building holds no goroutine per capability;
+//     The gate's goroutine exists only while the gate has calls or is
+//     among the most recently used (internal/idleserver), as does that
+//     of every kernel-hosted object and driver: an idle building holds no
+//     goroutine per capability;
 //  5. a denied call waits until its entry is durable and fails with the
 //     reason ("permission: setLevel: ..."); an admitted one waits for the
 //     driver's answer, appends a "return" entry (Ref = the call's seq,

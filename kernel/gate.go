@@ -54,8 +54,8 @@ type gate struct {
 	inner capnp.Client // owned; zero once released or cut
 
 	// Calls wait in the gate's server queue and run one at a time on the
-	// gate's goroutine, which exists only while the gate has calls
-	// (idleserver). A call lets the next one start (server.Call.Go, which
+	// gate's goroutine, which exists only while the gate has calls or is
+	// among the most recently used (idleserver). A call lets the next one start (server.Call.Go, which
 	// starts a new goroutine to take over the queue) only once its place
 	// in the ledger is fixed and only if another call is waiting: a burst
 	// of calls on a gate runs on one goroutine instead of a new one each.
