@@ -134,9 +134,8 @@ func (k *Kernel) attach(ctx context.Context, nc net.Conn, done func()) {
 			}
 		}()
 	}
-	gw := schema.Gateway(idleserver.Of[schema.Gateway_Server](schema.Gateway_Methods, &gateway{c: c}))
 	c.rc = rpc.NewConn(transport.New(c.codec), &rpc.Options{
-		BootstrapClient: capnp.Client(gw),
+		BootstrapClient: idleserver.Of[schema.Gateway_Server](schema.Gateway_Methods, &gateway{c: c}),
 		Logger:          rpcLogger{c},
 		// Network stays nil: go-capnp's three-party handoff panics.
 	})
