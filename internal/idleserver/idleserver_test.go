@@ -22,7 +22,6 @@ type light struct {
 	mu       sync.Mutex
 	levels   []uint8
 	hold     chan struct{} // setLevel(255) waits on it
-	goAhead  bool          // setLevel(254) calls Go before returning
 	shutdown int
 }
 
