@@ -77,47 +77,55 @@
 // # The data path of one call
 //
 // Every capability the kernel hands out is a gate: one generic
-// kernel-hosted server.Server (gate.go) for every interface, branded so the
-// kernel recognises its own gates. A call on a gate:
+// capnp.ClientHook (gate.go) for every interface, branded so the kernel
+// recognises its own gates. A gate has no goroutine: a call runs on the
+// goroutine that delivers it (a connection's receive loop, or a local
+// caller) until it reaches the driver, continues on the driver's goroutine
+// when the driver returns, and is answered by the kernel's one answerer
+// goroutine. A call on a gate:
 //
 //  1. counts against its connection's MaxInFlight; beyond it the caller
 //     gets an exception of type overloaded ("overloaded: ...") and nothing
 //     is recorded (the bound protects the ledger too);
 //  2. canonicalises the params struct (capnp.Canonicalize, or directly for
 //     a struct without pointers), the call's params body;
-//  3. enters the sequencer (one mutex, sequencer.go): the caps table admits
+//  3. takes room for its entry in the ledger without waiting
+//     (ledger.TryReserve). When the ledger is full (MaxPending entries not
+//     yet durable), the call joins the gate's backlog instead, which a
+//     goroutine admits in order as room appears, and later calls on the
+//     gate queue behind it: a receive loop never waits for the disk;
+//  4. enters the sequencer (one mutex, sequencer.go): the caps table admits
 //     or denies (caps.Table.Admit: grant live, method in its set, caveats,
 //     with numeric arguments extracted per method for range caveats); the
 //     "call" entry is appended (Decision admit or deny, Reason on deny),
 //     which fixes its seq; an admitted call is registered as in flight on
-//     its grant and sent to the driver (Client.SendCall, which only queues)
-//     with its params copied and every capability inside them wrapped in a
-//     gate of the opposite direction.
+//     its grant and handed to the driver (ClientHook.Recv, which only
+//     queues) with the caller's params, every capability inside them
+//     rewritten in place to a gate of the opposite direction.
 //     Because all three happen in one critical section, ledger order is
 //     admission order is revocation order, no call is admitted after its
 //     grant's revocation, and each driver receives its calls in admission
-//     order (a server.Server runs calls in arrival order);
-//  4. lets later calls on the same gate start: they are already ordered.
-//     A gate's calls run one at a time on the gate's goroutine until one
-//     arrives while another is admitted and waiting; only then does the
-//     waiting call hand the queue to a new goroutine (server.Call.Go).
-//     The gate's goroutine exists only while the gate has calls or is
-//     among the most recently used (internal/idleserver), as does that
-//     of every kernel-hosted object and driver: an idle building holds no
-//     goroutine per capability;
-//  5. a denied call waits until its entry is durable and fails with the
-//     reason ("permission: setLevel: ..."); an admitted one waits for the
-//     driver's answer, appends a "return" entry (Ref = the call's seq,
-//     result body = canonical bytes of the results, or Reason = the
-//     driver's error; when the grant ends while the driver has the call,
-//     the driver's context is cancelled and the caller gets "revoked:
-//     ...: grant ended while the call was in flight"), copies the results
-//     to the caller wrapping every capability in a gate of the same
-//     direction, waits until the return entry is durable (group commit:
-//     many calls share one fsync), and answers;
+//     order (a server.Server runs calls in arrival order). A gate's calls
+//     arrive in order on one goroutine, so they are admitted in order;
+//  5. a denied call is answered with the reason ("permission: setLevel:
+//     ...") once its entry is durable. When the driver returns an
+//     admitted call, its goroutine appends a "return" entry (Ref = the
+//     call's seq, result body = canonical bytes of the results, or Reason
+//     = the driver's error; when the grant ends, or the caller cancels,
+//     while the driver has the call, the driver's context is cancelled and
+//     the call ends at once, the caller getting "revoked: ...: grant ended
+//     while the call was in flight") and copies the results to the caller
+//     wrapping every capability in a gate of the same direction. The
+//     answerer answers it once the return entry is durable (group commit:
+//     many calls share one fsync; the answerer wakes once per commit);
 //  6. ends its OpenTelemetry span (principal, grant, device, interface,
 //     method, decision, reason) and records the osmose.kernel.calls counter
 //     and the osmose.kernel.call.duration histogram.
+//
+// Drivers and every other kernel-hosted object (gateway, session,
+// operator, auditor, subscription) are served by internal/idleserver: a
+// go-capnp server.Server made when a call arrives, so an idle building
+// holds no goroutine per capability.
 //
 // Gates have a direction. Outward gates are called by the program and
 // forward to the driver or to what the driver returned (a Subscription).

@@ -5,14 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	"capnproto.org/go/capnp/v3"
-	"capnproto.org/go/capnp/v3/server"
+	"capnproto.org/go/capnp/v3/exc"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/osmose-os/osmose/caps"
-	"github.com/osmose-os/osmose/internal/idleserver"
 	"github.com/osmose-os/osmose/ledger"
 )
 
@@ -30,11 +30,16 @@ const (
 
 func (d gateDir) flip() gateDir { return 1 - d }
 
-// gate is the kernel-hosted membrane around one capability. Every call on
-// it is admitted or denied by the sequencer, recorded on the ledger, and
-// forwarded to inner only when admitted; its answer goes back once the
-// call's return entry is durable. Capabilities in params and results are
-// wrapped in gates of the same grant and session.
+// gate is the kernel-hosted membrane around one capability, and its own
+// capnp.ClientHook: a call is admitted or denied by the sequencer on the
+// goroutine that delivers it (the connection's receive loop, or a local
+// caller), recorded on the ledger, and forwarded to inner only when
+// admitted; its answer goes back once the call's return entry is durable.
+// A gate has no goroutine of its own, and its calls wait for nothing while
+// their caller's goroutine runs them: admission never waits for the
+// driver or for an fsync, and waits for room in the ledger only on a
+// goroutine of the gate's backlog (see gate.recv). Capabilities in params
+// and results are wrapped in gates of the same grant and session.
 //
 // A device gate (derived false) enforces its grant through the caps table.
 // A derived gate wraps a capability found in params or results (a
@@ -53,99 +58,12 @@ type gate struct {
 	mu    sync.Mutex
 	inner capnp.Client // owned; zero once released or cut
 
-	// Calls wait in the gate's server queue and run one at a time on the
-	// gate's goroutine, which exists only while the gate has calls or is
-	// among the most recently used (idleserver). A call lets the next one start (server.Call.Go, which
-	// starts a new goroutine to take over the queue) only once its place
-	// in the ledger is fixed and only if another call is waiting: a burst
-	// of calls on a gate runs on one goroutine instead of a new one each.
-	qmu      sync.Mutex
-	waiting  int          // calls that have arrived and not yet started
-	running  *server.Call // the call holding the queue, nil if none
-	admitted bool         // running's order is fixed: the next may start
-}
-
-// gateHook is a gate's server with arrivals counted (see gate.waiting).
-type gateHook struct {
-	*idleserver.Server
-	g *gate
-}
-
-func (h gateHook) Recv(ctx context.Context, r capnp.Recv) capnp.PipelineCaller {
-	h.g.arrive()
-	return h.Server.Recv(ctx, r)
-}
-
-func (h gateHook) Send(ctx context.Context, s capnp.Send) (*capnp.Answer, capnp.ReleaseFunc) {
-	h.g.arrive()
-	// A call whose params cannot be placed is answered at once and never
-	// queued: it must not stay counted, or every later call on the gate
-	// would take a goroutine of its own.
-	var unplaced bool
-	if place := s.PlaceArgs; place != nil {
-		// Until placed, the call is not queued: the params message may
-		// fail to be made before PlaceArgs is called at all.
-		unplaced = true
-		s.PlaceArgs = func(st capnp.Struct) error {
-			err := place(st)
-			unplaced = err != nil
-			return err
-		}
-	}
-	ans, rel := h.Server.Send(ctx, s)
-	if unplaced {
-		h.g.qmu.Lock()
-		if h.g.waiting > 0 {
-			h.g.waiting--
-		}
-		h.g.qmu.Unlock()
-	}
-	return ans, rel
-}
-
-// arrive notes a call about to join the queue and, if the running call is
-// already admitted, lets the queue go on without it.
-func (g *gate) arrive() {
-	g.qmu.Lock()
-	g.waiting++
-	if g.running != nil && g.admitted {
-		g.running.Go()
-		g.running = nil
-	}
-	g.qmu.Unlock()
-}
-
-// serve runs one call's handler as the holder of the queue.
-func (g *gate) serve(ctx context.Context, call *server.Call, h func(context.Context, *server.Call) error) error {
-	g.qmu.Lock()
-	if g.waiting > 0 {
-		g.waiting--
-	}
-	g.running, g.admitted = call, false
-	g.qmu.Unlock()
-	defer func() {
-		g.qmu.Lock()
-		if g.running == call {
-			g.running = nil
-		}
-		g.qmu.Unlock()
-	}()
-	return h(ctx, call)
-}
-
-// ordered says that call's place in the ledger is fixed: a call waiting
-// behind it may start now, and one that arrives later will.
-func (g *gate) ordered(call *server.Call) {
-	g.qmu.Lock()
-	if g.running == call {
-		if g.waiting > 0 {
-			call.Go()
-			g.running = nil
-		} else {
-			g.admitted = true
-		}
-	}
-	g.qmu.Unlock()
+	// The backlog holds, in arrival order, the calls that found the ledger
+	// full (or a backlog already there): a goroutine admits them once the
+	// ledger has room, and calls arriving meanwhile join the queue, so the
+	// gate's calls are still admitted in arrival order.
+	qmu     sync.Mutex
+	backlog []*gcall
 }
 
 // gateRegistry finds the derived gates of a grant, to cut them when the
@@ -161,31 +79,6 @@ func (k *Kernel) newGate(s *session, grant caps.GrantID, device string, f *iface
 	g := &gate{k: k, s: s, grant: grant, device: device, f: f, dir: dir, derived: derived, inner: inner, actor: s.p.ID}
 	if dir == inward {
 		g.actor = device
-	}
-	// The method table is made when a call finds the gate idle.
-	methods := func() []server.Method {
-		if derived {
-			return nil
-		}
-		ms := make([]server.Method, len(f.methods))
-		for i, m := range f.methods {
-			ms[i] = server.Method{Method: m, Impl: func(ctx context.Context, call *server.Call) error {
-				return g.serve(ctx, call, func(ctx context.Context, call *server.Call) error { return g.call(ctx, m, call) })
-			}}
-		}
-		return ms
-	}
-	srv := idleserver.New(methods, g, g)
-	srv.HandleUnknownMethod = func(m capnp.Method) *server.Method {
-		m.InterfaceName, m.MethodName = k.cat.methodName(m)
-		if !derived {
-			return &server.Method{Method: m, Impl: func(ctx context.Context, call *server.Call) error {
-				return g.serve(ctx, call, func(ctx context.Context, call *server.Call) error { return g.unknown(ctx, m, call) })
-			}}
-		}
-		return &server.Method{Method: m, Impl: func(ctx context.Context, call *server.Call) error {
-			return g.serve(ctx, call, func(ctx context.Context, call *server.Call) error { return g.call(ctx, m, call) })
-		}}
 	}
 	s.gmu.Lock()
 	late := s.gatesCut
@@ -209,11 +102,23 @@ func (k *Kernel) newGate(s *session, grant caps.GrantID, device string, f *iface
 		set[g] = struct{}{}
 		k.gates.mu.Unlock()
 	}
-	return capnp.NewClient(gateHook{Server: srv, g: g})
+	return capnp.NewClient(g)
 }
 
-// Shutdown runs when the last reference to the gate is gone.
-func (g *gate) Shutdown() {
+// String implements capnp.ClientHook.
+func (g *gate) String() string { return "osmose gate on " + g.device }
+
+// Brand implements capnp.ClientHook: the kernel recognises its own gates by
+// it.
+func (g *gate) Brand() capnp.Brand { return capnp.Brand{Value: g} }
+
+// Shutdown implements capnp.ClientHook: it runs when the last reference to
+// the gate is gone, possibly in a connection's receive loop or under its
+// caller's locks, so the gate is retired on a goroutine of its own. Calls
+// already forwarded keep running: the driver holds what they need.
+func (g *gate) Shutdown() { go g.retire() }
+
+func (g *gate) retire() {
 	g.cut()
 	g.s.gmu.Lock()
 	delete(g.s.gates, g)
@@ -240,8 +145,9 @@ func (g *gate) cut() {
 }
 
 // cut ends the given grants: derived gates admit nothing more and release
-// what they wrap (so the driver drops subscriptions). Device gates are
-// refused by the caps table. The caller holds k.seq.mu.
+// what they wrap (so the driver drops subscriptions), and the calls the
+// grants have at drivers are cut short. Device gates are refused by the
+// caps table. The caller holds k.seq.mu.
 func (k *Kernel) cut(ids []caps.GrantID) {
 	var gs []*gate
 	k.gates.mu.Lock()
@@ -269,19 +175,17 @@ func (g *gate) wrap(c capnp.Client, dir gateDir) capnp.Client {
 	snap := c.Snapshot()
 	b := snap.Brand()
 	snap.Release()
-	if v, ok := idleserver.IsServer(b); ok {
-		if og, ok := v.(*gate); ok && og.k == g.k {
-			if og.dir != dir && og.s == g.s {
-				og.mu.Lock()
-				inner := og.inner.AddRef()
-				og.mu.Unlock()
-				if inner.IsValid() {
-					c.Release()
-					return inner
-				}
+	if og, ok := b.Value.(*gate); ok && og.k == g.k {
+		if og.dir != dir && og.s == g.s {
+			og.mu.Lock()
+			inner := og.inner.AddRef()
+			og.mu.Unlock()
+			if inner.IsValid() {
+				c.Release()
+				return inner
 			}
-			return c // already a kernel gate: calls on it are gated
 		}
+		return c // already a kernel gate: calls on it are gated
 	}
 	return g.k.newGate(g.s, g.grant, g.device, nil, dir, c, true)
 }
@@ -293,32 +197,192 @@ func (g *gate) wrapTable(ct *capnp.CapTable, dir gateDir) {
 	}
 }
 
-// admission is the sequencer's answer to one call.
-type admission struct {
-	pend    *ledger.Pending // the call entry
-	err     error           // a refusal (*Error), or a failure to record
-	ans     *capnp.Answer   // the driver's answer when admitted
-	release capnp.ReleaseFunc
-	ctx     context.Context // the driver's context: cancelled when the grant ends
-	cancel  context.CancelCauseFunc
+// Send implements capnp.ClientHook for callers in this process (a driver
+// calling an inward gate, a test): the params are placed in a new message
+// and the call takes the same path as one from the network.
+func (g *gate) Send(ctx context.Context, s capnp.Send) (*capnp.Answer, capnp.ReleaseFunc) {
+	var args capnp.Struct
+	if s.PlaceArgs != nil {
+		_, seg, err := capnp.NewMessage(capnp.MultiSegment(nil))
+		if err == nil {
+			args, err = capnp.NewRootStruct(seg, s.ArgsSize)
+			if err == nil {
+				err = s.PlaceArgs(args)
+			}
+			if err != nil {
+				seg.Message().Release()
+			}
+		}
+		if err != nil {
+			return capnp.ErrorAnswer(s.Method, exc.WrapError("place args", err)), func() {}
+		}
+	}
+	ret := new(capnp.StructReturner)
+	pcall := g.Recv(ctx, capnp.Recv{
+		Method:      s.Method,
+		Args:        args,
+		ReleaseArgs: idempotent(func() { args.Message().Release() }, args.IsValid()),
+		Returner:    ret,
+	})
+	return ret.Answer(s.Method, pcall)
+}
+
+// idempotent returns f made safe to call more than once, or a no-op if
+// there is nothing to do.
+func idempotent(f func(), something bool) func() {
+	if !something {
+		return func() {}
+	}
+	var once sync.Once
+	return func() { once.Do(f) }
+}
+
+// gcall is one call through a gate, from its arrival to its answer. It
+// lives across callbacks instead of a goroutine: admission runs on the
+// goroutine that delivered the call, the return entry on the driver's when
+// it returns (or on the goroutine that cut the call short), and the
+// answer on the kernel's answerer once the entry it waits for is durable.
+type gcall struct {
+	g      *gate
+	ctx    context.Context
+	span   trace.Span
+	m      capnp.Method
+	r      capnp.Recv // the caller's: its args, its returner
+	aq     *capnp.AnswerQueue
+	start  int64
+	params []byte // canonical bytes of the args
+	known  bool   // the method is one of the gate's interface
+
+	entered  bool            // counts against the connection's MaxInFlight
+	traced   bool            // record telemetry when answered
+	admitted bool            // the sequencer admitted it
+	pend     *ledger.Pending // the entry the answer waits for
+	record   string          // what pend records, for a failure: "record call"
+	err      error           // the answer: an exception, or nil for results
+	results  capnp.Struct    // the caller's results
+
+	// An admitted call at the driver: the driver's context (cancelled
+	// with cause errEnded when the grant ends), the call entry, and how
+	// the call ended. done is set by whichever of the driver's return and
+	// the context's end comes first.
+	dctx   context.Context
+	cancel context.CancelCauseFunc
+	stop   func() bool // stops the context watch
+	dtxn   *ledger.Pending
+	done   atomic.Bool
+	// The driver's results, in a message of their own until they are
+	// copied to the caller.
+	dmsg *capnp.Message
+	dres capnp.Struct
+	derr error
+}
+
+// Recv implements capnp.ClientHook: the data path of one call (see the
+// package documentation). It never waits for the driver or the ledger's
+// fsync: admission happens here, in arrival order, and the answer is
+// given later by the kernel's answerer.
+func (g *gate) Recv(ctx context.Context, r capnp.Recv) capnp.PipelineCaller {
+	k := g.k
+	m := r.Method
+	known := true
+	if g.f != nil {
+		if mm, ok := g.f.method(m.MethodID); ok && m.InterfaceID == g.f.id {
+			m = mm
+		} else {
+			known = false
+			m.InterfaceName, m.MethodName = k.cat.methodName(m)
+		}
+	} else {
+		m.InterfaceName, m.MethodName = k.cat.methodName(m)
+	}
+	c := &gcall{g: g, ctx: ctx, m: m, r: r, aq: capnp.NewAnswerQueue(m), known: known}
+	c.start = k.now().UnixNano()
+	if known {
+		if g.dir == outward {
+			if !g.s.c.enter() {
+				c.err = overloaded(m.MethodName)
+				c.answer()
+				return c.aq
+			}
+			c.entered = true
+		}
+		c.ctx, c.span = k.tel.tracer.Start(ctx, "gate", trace.WithSpanKind(trace.SpanKindServer))
+		c.traced = true
+		if r.Args.IsValid() {
+			var err error
+			if c.params, err = canonical(r.Args); err != nil {
+				c.err = toException(&Error{Op: m.MethodName, Kind: Invalid, Cause: err})
+				c.answer()
+				return c.aq
+			}
+		}
+	}
+	g.recv(c)
+	return c.aq
+}
+
+// recv admits c now if the gate has no backlog and the ledger has room for
+// its entry; otherwise c joins the backlog.
+func (g *gate) recv(c *gcall) {
+	g.qmu.Lock()
+	if len(g.backlog) == 0 && g.k.led.TryReserve() {
+		g.qmu.Unlock()
+		g.k.admit(c)
+		return
+	}
+	g.backlog = append(g.backlog, c)
+	first := len(g.backlog) == 1
+	g.qmu.Unlock()
+	if first {
+		go g.drain()
+	}
+}
+
+// drain admits the backlog in order, each call once the ledger has room
+// for its entry.
+func (g *gate) drain() {
+	for {
+		g.qmu.Lock()
+		c := g.backlog[0]
+		g.qmu.Unlock()
+		if err := g.k.led.Reserve(c.ctx); err != nil {
+			c.err = toException(&Error{Op: c.m.MethodName, Kind: Failed, Cause: fmt.Errorf("record call: %w", err)})
+			c.answer()
+		} else {
+			g.k.admit(c)
+		}
+		g.qmu.Lock()
+		g.backlog[0] = nil
+		g.backlog = g.backlog[1:]
+		more := len(g.backlog) > 0
+		g.qmu.Unlock()
+		if !more {
+			return
+		}
+	}
 }
 
 // admit decides a call, records it and, when admitted, forwards it, all in
 // one critical section of the sequencer: so the ledger order of call
 // entries is the admission order, no call is admitted after its grant's
 // revocation, and the calls on one driver are sent in admission order.
-func (k *Kernel) admit(ctx context.Context, g *gate, m capnp.Method, args capnp.Struct, params []byte, now int64) *admission {
+// The caller has reserved room in the ledger for the call's entry. A
+// refused call is queued to be answered once its entry is durable.
+func (k *Kernel) admit(c *gcall) {
+	g, m, args := c.g, c.m, c.r.Args
 	k.seq.mu.Lock()
-	defer k.seq.mu.Unlock()
-	var refusal *Error
+	var refusal error
 	switch {
+	case !c.known:
+		reason := fmt.Sprintf("unimplemented: %s has no method %s (interface %#x, method %d)", g.f.name, m.MethodName, m.InterfaceID, m.MethodID)
+		refusal = capnp.Unimplemented(reason)
 	case g.s.ended:
 		refusal = &Error{Op: m.MethodName, Kind: Revoked, Cause: ErrSessionEnded}
 	case k.seq.dead[g.grant]:
 		refusal = errorf(Revoked, m.MethodName, "%s has ended", g.grant)
 	case g.derived:
 		// A subscription, a listener: it lives while its grant stands.
-		if d := k.seq.table.Live(g.grant, k.unix(now)); !d.OK() {
+		if d := k.seq.table.Live(g.grant, k.unix(c.start)); !d.OK() {
 			refusal = capsError(m.MethodName, d)
 		}
 	default:
@@ -326,15 +390,15 @@ func (k *Kernel) admit(ctx context.Context, g *gate, m capnp.Method, args capnp.
 		if fn := g.f.args[m.MethodID]; fn != nil && args.IsValid() {
 			cargs = fn(args)
 		}
-		if d := k.seq.table.Admit(caps.Call{Grant: g.grant, Method: m.MethodID, Args: cargs, Now: k.unix(now)}); !d.OK() {
+		if d := k.seq.table.Admit(caps.Call{Grant: g.grant, Method: m.MethodID, Args: cargs, Now: k.unix(c.start)}); !d.OK() {
 			refusal = capsError(m.MethodName, d)
 		}
 	}
 	// What the gate wraps cannot go under us: cut runs under the
-	// sequencer's lock (held here), from Shutdown, which waits for the
-	// gate's calls to return, or at the session's end, after ended was set
-	// under the sequencer's lock (checked above: an ended session admits
-	// nothing). So it is used without a reference of our own.
+	// sequencer's lock (held here), from retire, or at the session's end,
+	// after ended was set under the sequencer's lock (checked above: an
+	// ended session admits nothing). So it is used without a reference of
+	// our own.
 	var target capnp.Client
 	if refusal == nil {
 		g.mu.Lock()
@@ -346,7 +410,7 @@ func (k *Kernel) admit(ctx context.Context, g *gate, m capnp.Method, args capnp.
 	}
 	e := ledger.Entry{
 		Kind: ledger.KindCall, Actor: g.actor, Grant: uint64(g.grant), Device: g.device, Subject: g.s.subject,
-		Interface: m.InterfaceID, Method: m.MethodID, Decision: ledger.DecisionAdmit, Time: now, Params: params,
+		Interface: m.InterfaceID, Method: m.MethodID, Decision: ledger.DecisionAdmit, Time: c.start, Params: c.params,
 	}
 	if refusal != nil {
 		e.Decision, e.Reason = ledger.DecisionDeny, truncate(refusal.Error())
@@ -356,91 +420,114 @@ func (k *Kernel) admit(ctx context.Context, g *gate, m capnp.Method, args capnp.
 		// session may have ended because its person was forgotten.
 		e.Params, e.Subject = nil, ""
 	}
-	p, err := k.led.Append(ctx, e)
+	p, err := k.led.AppendReserved(e)
 	if err != nil {
-		return &admission{err: &Error{Op: m.MethodName, Kind: Failed, Cause: fmt.Errorf("record call: %w", err)}}
+		k.seq.mu.Unlock()
+		c.err = toException(&Error{Op: m.MethodName, Kind: Failed, Cause: fmt.Errorf("record call: %w", err)})
+		c.answer()
+		return
 	}
 	if refusal != nil {
-		return &admission{pend: p, err: refusal}
-	}
-	a := &admission{pend: p}
-	a.ctx, a.cancel = context.WithCancelCause(ctx)
-	k.seq.fly(g.grant, a)
-	send := capnp.Send{Method: m}
-	if args.IsValid() {
-		send.ArgsSize = args.Size()
-		send.PlaceArgs = func(s capnp.Struct) error {
-			if err := s.CopyFrom(args); err != nil {
-				return err
-			}
-			g.wrapTable(s.Message().CapTable(), g.dir.flip())
-			return nil
+		k.seq.mu.Unlock()
+		c.pend, c.record = p, "record call"
+		if e, ok := refusal.(*Error); ok {
+			c.err = toException(e)
+		} else {
+			c.err = refusal
 		}
+		k.answers.push(c)
+		return
 	}
-	a.ans, a.release = target.SendCall(a.ctx, send)
-	return a
+	c.dtxn, c.admitted = p, true
+	c.dctx, c.cancel = context.WithCancelCause(c.ctx)
+	k.seq.fly(g.grant, c)
+	// The driver gets the caller's params, every capability in them
+	// wrapped in a gate of the opposite direction: the message's table is
+	// rewritten in place, and the message (released by whoever releases
+	// the args) owns the gates.
+	if args.IsValid() {
+		g.wrapTable(args.Message().CapTable(), g.dir.flip())
+	}
+	// A driver that outlives the call's context (the caller cancelled, the
+	// connection ended, the grant ended) does not hold the answer back.
+	c.stop = context.AfterFunc(c.dctx, func() { c.returned(capnp.Struct{}, context.Cause(c.dctx)) })
+	recv := capnp.Recv{Method: m, Args: args, ReleaseArgs: c.r.ReleaseArgs, Returner: (*driverReturner)(c)}
+	if g.derived && nested(target) {
+		// A promise the program passed in has resolved to one of the
+		// kernel's own gates, which admits in the sequencer too: it is
+		// called once the sequencer is free, with a reference of our own.
+		target = target.AddRef()
+		k.seq.mu.Unlock()
+		target.RecvCall(c.dctx, recv)
+		target.Release()
+		return
+	}
+	target.RecvCall(c.dctx, recv)
+	k.seq.mu.Unlock()
 }
 
-// call is the gate's handler for every method.
-func (g *gate) call(ctx context.Context, m capnp.Method, call *server.Call) error {
-	k := g.k
-	if g.dir == outward {
-		if !g.s.c.enter() {
-			return overloaded(m.MethodName)
-		}
-		defer g.s.c.leave()
-	}
-	start := k.now().UnixNano()
-	ctx, span := k.tel.tracer.Start(ctx, "gate", trace.WithSpanKind(trace.SpanKindServer))
-	defer span.End()
+// nested reports whether c is a kernel gate (a derived gate's capability
+// may be a promise that resolved to one).
+func nested(c capnp.Client) bool {
+	snap := c.Snapshot()
+	_, ok := snap.Brand().Value.(*gate)
+	snap.Release()
+	return ok
+}
 
-	args := call.Args()
-	var params []byte
-	if args.IsValid() {
-		var err error
-		if params, err = canonical(args); err != nil {
-			return toException(&Error{Op: m.MethodName, Kind: Invalid, Cause: err})
-		}
-	}
-	adm := k.admit(ctx, g, m, args, params, start)
-	// Admission fixed the order; later calls on this gate may start.
-	g.ordered(call)
-	if adm.err != nil {
-		if adm.pend != nil {
-			if err := adm.pend.Wait(ctx); err != nil {
-				return toException(&Error{Op: m.MethodName, Kind: Failed, Cause: fmt.Errorf("record call: %w", err)})
-			}
-		}
-		k.tel.done(ctx, span, g, m, false, adm.err.Error(), start, k.now().UnixNano())
-		return toException(adm.err)
-	}
-	defer adm.release()
+// driverReturner is the Returner an admitted call gives the driver: its
+// Return continues the call on the driver's goroutine.
+type driverReturner gcall
 
-	var res capnp.Struct
-	var cerr error
-	select {
-	case <-adm.ans.Done():
-		res, cerr = adm.ans.Struct()
-	case <-adm.ctx.Done():
-		cerr = context.Cause(adm.ctx)
-		select {
-		case <-adm.ans.Done():
-			// The driver answered too: the answer is what happened.
-			res, cerr = adm.ans.Struct()
-		default:
-		}
+func (d *driverReturner) AllocResults(sz capnp.ObjectSize) (capnp.Struct, error) {
+	if d.dmsg != nil {
+		return capnp.Struct{}, errors.New("gate: results allocated twice")
 	}
+	_, seg, err := capnp.NewMessage(capnp.MultiSegment(nil))
+	if err != nil {
+		return capnp.Struct{}, err
+	}
+	d.dmsg = seg.Message()
+	d.dres, err = capnp.NewRootStruct(seg, sz)
+	return d.dres, err
+}
+
+func (d *driverReturner) PrepareReturn(e error) { d.derr = e }
+
+func (d *driverReturner) Return() {
+	c := (*gcall)(d)
+	c.stop()
+	c.returned(d.dres, d.derr)
+}
+
+func (d *driverReturner) ReleaseResults() {
+	if d.dmsg != nil {
+		d.dmsg.Release()
+	}
+}
+
+// returned records the driver's answer (or the end of the call's context,
+// whichever comes first) as the call's return entry (Ref = the call's
+// seq, result body = canonical bytes of the results, or Reason = the
+// error), copies the results to the caller wrapping every capability in a
+// gate of the gate's direction, and queues the answer until the entry is
+// durable.
+func (c *gcall) returned(res capnp.Struct, cerr error) {
+	if !c.done.CompareAndSwap(false, true) {
+		return
+	}
+	g, k, m := c.g, c.g.k, c.m
 	// A call the grant's end cut short failed because of it, whether the
 	// driver's answer (its context cancelled) or the cancellation came
 	// first; an answer that succeeded stands.
-	if cerr != nil && errors.Is(context.Cause(adm.ctx), errEnded) {
+	if cerr != nil && errors.Is(context.Cause(c.dctx), errEnded) {
 		cerr = &Error{Op: m.MethodName, Kind: Revoked, Cause: fmt.Errorf("%w (%s)", ErrEndedInFlight, g.grant)}
 	}
-	k.seq.land(g.grant, adm)
-	adm.cancel(nil)
+	k.seq.land(g.grant, c)
+	c.cancel(nil)
 	ret := ledger.Entry{
 		Kind: "return", Actor: g.actor, Grant: uint64(g.grant), Device: g.device, Subject: g.s.subject,
-		Interface: m.InterfaceID, Method: m.MethodID, Ref: adm.pend.Seq(), Time: k.now().UnixNano(),
+		Interface: m.InterfaceID, Method: m.MethodID, Ref: c.dtxn.Seq(), Time: k.now().UnixNano(),
 	}
 	if cerr != nil {
 		ret.Reason = truncate(cerr.Error())
@@ -449,53 +536,168 @@ func (g *gate) call(ctx context.Context, m capnp.Method, call *server.Call) erro
 			ret.Reason = truncate(cerr.Error())
 		}
 	}
-	// An admitted call's return is recorded even if its caller has gone.
-	p, err := k.led.Append(context.WithoutCancel(ctx), ret)
-	if err != nil {
-		return toException(&Error{Op: m.MethodName, Kind: Failed, Cause: fmt.Errorf("record return: %w", err)})
-	}
 	if cerr == nil && res.IsValid() {
-		out, err := call.AllocResults(res.Size())
+		out, err := c.r.Returner.AllocResults(res.Size())
 		if err == nil {
 			err = out.CopyFrom(res)
 		}
 		if err != nil {
 			cerr = err
 		} else {
+			c.results = out
 			g.wrapTable(out.Message().CapTable(), g.dir)
 		}
 	}
-	if err := p.Wait(ctx); err != nil {
-		return toException(&Error{Op: m.MethodName, Kind: Failed, Cause: fmt.Errorf("record return: %w", err)})
+	c.record, c.err = "record return", cerr
+	// An admitted call's return is recorded even if its caller has gone.
+	// The driver's goroutine may be a connection's receive loop (a gate
+	// of a listener the program passed in), so it never waits for room in
+	// the ledger: a full ledger takes the entry on a goroutine of its own.
+	if k.led.TryReserve() {
+		c.recordReturn(ret)
+		return
 	}
-	reason := ""
-	if cerr != nil {
-		reason = cerr.Error()
-	}
-	k.tel.done(ctx, span, g, m, true, reason, start, k.now().UnixNano())
-	return toException(cerr)
+	go func() {
+		if err := k.led.Reserve(context.WithoutCancel(c.ctx)); err != nil {
+			c.recorded(nil, err)
+			return
+		}
+		c.recordReturn(ret)
+	}()
 }
 
-// unknown refuses, and records, a call of a method the gate's interface
-// does not have.
-func (g *gate) unknown(ctx context.Context, m capnp.Method, call *server.Call) error {
-	k := g.k
-	reason := fmt.Sprintf("unimplemented: %s has no method %s (interface %#x, method %d)", g.f.name, m.MethodName, m.InterfaceID, m.MethodID)
-	now := k.now().UnixNano()
-	k.seq.mu.Lock()
-	p, err := k.led.Append(ctx, ledger.Entry{
-		Kind: ledger.KindCall, Actor: g.actor, Grant: uint64(g.grant), Device: g.device, Subject: g.s.subject,
-		Interface: m.InterfaceID, Method: m.MethodID, Decision: ledger.DecisionDeny, Reason: truncate(reason), Time: now,
-	})
-	k.seq.mu.Unlock()
-	g.ordered(call)
-	if err == nil {
-		err = p.Wait(ctx)
-	}
+// recordReturn appends a call's return entry, room for which is reserved.
+func (c *gcall) recordReturn(ret ledger.Entry) {
+	p, err := c.g.k.led.AppendReserved(ret)
+	c.recorded(p, err)
+}
+
+// recorded queues the answer of a call whose return entry is p.
+func (c *gcall) recorded(p *ledger.Pending, err error) {
 	if err != nil {
-		return toException(&Error{Op: m.MethodName, Kind: Failed, Cause: fmt.Errorf("record call: %w", err)})
+		c.err = toException(&Error{Op: c.m.MethodName, Kind: Failed, Cause: fmt.Errorf("record return: %w", err)})
+		c.answer()
+		return
 	}
-	return capnp.Unimplemented(reason)
+	c.pend = p
+	c.g.k.answers.push(c)
+}
+
+// answer completes the call with c.err (nil: c.results), or with a ledger
+// failure if the entry it waited for could not be recorded.
+func (c *gcall) answer() {
+	err := c.err
+	if c.pend != nil {
+		if perr := c.pend.Err(); perr != nil {
+			err = toException(&Error{Op: c.m.MethodName, Kind: Failed, Cause: fmt.Errorf("%s: %w", c.record, perr)})
+		}
+	}
+	if c.traced {
+		reason := ""
+		if err != nil {
+			reason = err.Error()
+		}
+		k := c.g.k
+		k.tel.done(c.ctx, c.span, c.g, c.m, c.admitted, reason, c.start, k.now().UnixNano())
+	}
+	if c.span != nil {
+		c.span.End()
+	}
+	if c.entered {
+		c.g.s.c.leave()
+	}
+	if !c.admitted {
+		// An admitted call's params went to the driver, which releases
+		// them (possibly after a call cut short was answered).
+		c.r.ReleaseArgs()
+	}
+	c.r.Returner.PrepareReturn(err)
+	if err == nil {
+		c.aq.Fulfill(c.results.ToPtr())
+	} else {
+		c.aq.Reject(err)
+	}
+	c.r.Returner.Return()
+	c.r.Returner.ReleaseResults()
+}
+
+// answerer answers calls once the entries they wait for are durable: one
+// goroutine for the kernel's life, which wakes once per group commit
+// rather than once per call. Entries become durable in seq order, and
+// calls are queued about in that order, so none waits long behind another.
+type answerer struct {
+	mu      sync.Mutex
+	queue   []*gcall
+	stopped bool
+	wake    chan struct{} // buffered 1: the queue is no longer empty
+	stop    chan struct{} // closed by Kernel.Close
+	done    chan struct{} // closed when run returns
+}
+
+func newAnswerer() *answerer {
+	a := &answerer{wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
+	go a.run()
+	return a
+}
+
+func (a *answerer) push(c *gcall) {
+	a.mu.Lock()
+	if a.stopped {
+		// The kernel has closed: a call that ends late (its driver
+		// outlived its connection) is answered on its own.
+		a.mu.Unlock()
+		go func() {
+			<-c.pend.Done()
+			c.answer()
+		}()
+		return
+	}
+	a.queue = append(a.queue, c)
+	first := len(a.queue) == 1
+	a.mu.Unlock()
+	if first {
+		select {
+		case a.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+func (a *answerer) run() {
+	defer close(a.done)
+	var batch []*gcall
+	for {
+		stopping := false
+		select {
+		case <-a.wake:
+		case <-a.stop:
+			stopping = true
+		}
+		for {
+			a.mu.Lock()
+			if len(a.queue) == 0 {
+				a.stopped = stopping
+				a.mu.Unlock()
+				break
+			}
+			batch, a.queue = a.queue, batch[:0]
+			a.mu.Unlock()
+			for i, c := range batch {
+				<-c.pend.Done()
+				c.answer()
+				batch[i] = nil
+			}
+		}
+		if stopping {
+			return
+		}
+	}
+}
+
+// close answers the calls waiting and stops the answerer.
+func (a *answerer) close() {
+	close(a.stop)
+	<-a.done
 }
 
 // spanAttrs describes a finished call on its span.

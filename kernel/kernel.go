@@ -117,6 +117,8 @@ type Kernel struct {
 	log   *slog.Logger
 	seq   sequencer
 	gates gateRegistry
+	// answers answers gated calls once their entries are durable.
+	answers *answerer
 
 	randMu sync.Mutex
 
@@ -169,8 +171,9 @@ func New(cfg Config) (*Kernel, error) {
 	if err := recordPolicy(context.Background(), cfg.Ledger, cfg.Policy, cfg.Now().UnixNano()); err != nil {
 		return nil, fmt.Errorf("kernel: %w", err)
 	}
-	k.seq = sequencer{table: table, dead: map[caps.GrantID]bool{}, grantSeq: map[caps.GrantID]uint64{}, persons: map[string]string{}, flight: map[caps.GrantID]map[*admission]struct{}{}}
+	k.seq = sequencer{table: table, dead: map[caps.GrantID]bool{}, grantSeq: map[caps.GrantID]uint64{}, persons: map[string]string{}, flight: map[caps.GrantID]map[*gcall]struct{}{}}
 	k.gates.byGrant = map[caps.GrantID]map[*gate]struct{}{}
+	k.answers = newAnswerer()
 	return k, nil
 }
 
@@ -269,6 +272,7 @@ func (k *Kernel) Close() error {
 		c.close()
 	}
 	k.wg.Wait()
+	k.answers.close()
 	for _, d := range k.cfg.Drivers {
 		d.Release()
 	}

@@ -8,14 +8,19 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"capnproto.org/go/capnp/v3"
 	rpccp "capnproto.org/go/capnp/v3/std/capnp/rpc"
+	ds "github.com/ipfs/go-datastore"
 
+	"github.com/osmose-os/osmose/caps"
+	"github.com/osmose-os/osmose/kernel"
 	"github.com/osmose-os/osmose/kernel/kerneltest"
 	"github.com/osmose-os/osmose/ledger"
 	"github.com/osmose-os/osmose/schema"
@@ -237,4 +242,164 @@ func TestThousandConnections(t *testing.T) {
 		}
 		return ended == n
 	})
+}
+
+// heldStore holds every Sync while held is set.
+type heldStore struct {
+	ledger.Store
+	mu   sync.Mutex
+	held chan struct{} // closed to release; nil when not held
+}
+
+func (s *heldStore) hold() {
+	s.mu.Lock()
+	s.held = make(chan struct{})
+	s.mu.Unlock()
+}
+
+func (s *heldStore) release() {
+	s.mu.Lock()
+	close(s.held)
+	s.held = nil
+	s.mu.Unlock()
+}
+
+func (s *heldStore) Sync(ctx context.Context, k ds.Key) error {
+	s.mu.Lock()
+	held := s.held
+	s.mu.Unlock()
+	if held != nil {
+		<-held
+	}
+	return s.Store.Sync(ctx, k)
+}
+
+// TestFullLedgerBacklog: while the ledger is full (its fsync held), calls
+// on a gate wait in the gate's backlog, the connection's receive loop
+// goes on serving, and once the disk moves the calls are admitted and
+// reach the driver in the order they were sent.
+func TestFullLedgerBacklog(t *testing.T) {
+	dir := t.TempDir()
+	badger, err := ledger.OpenBadger(filepath.Join(dir, "ledger"), ledger.BadgerOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer badger.Close()
+	store := &heldStore{Store: badger}
+	const maxPending = 8
+	led, err := ledger.Open(context.Background(), store, ledger.Options{
+		Key: kerneltest.Key(seed, "kernel"), Origin: "osmose/test", MaxPending: maxPending,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer led.Close()
+	top := kerneltest.Building(seed, 1)
+	fakes := kerneltest.NewFakes(top, time.Now)
+	k, err := kernel.New(kernel.Config{
+		Ledger: led, Topology: top, Now: time.Now, Rand: bytes.NewReader(bytes.Repeat([]byte{7}, 1<<16)),
+		Policy:  []caps.PolicyFile{{Name: "test.cedar", Text: kerneltest.Policy}},
+		Drivers: fakes.Drivers(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(dir, "k.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- k.Serve(ctx, l) }()
+	defer func() {
+		cancel()
+		<-served
+		k.Close()
+	}()
+
+	const room = "cam/pem/f1/r1"
+	c, err := kerneltest.Dial(ctx, "unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	s, err := kerneltest.Login(ctx, c.Gateway, k.ID(), room+"/light-1", kerneltest.Key(seed, room+"/light-1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Release()
+	cs, _, err := kerneltest.Open(ctx, s, room+"/light-2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	light := schema.Light(cs[0])
+	defer light.Release()
+	from := led.Size()
+
+	store.hold()
+	const n = 3 * maxPending
+	futs := make([]schema.Light_setLevel_Results_Future, n)
+	for i := range futs {
+		f, rel := light.SetLevel(ctx, func(p schema.Light_setLevel_Params) error {
+			p.SetLevel(uint8(i + 1))
+			return nil
+		})
+		defer rel()
+		futs[i] = f
+	}
+	// The receive loop is not stuck behind the full ledger: a call that
+	// records nothing is answered while the calls above wait.
+	who, rel := s.WhoAmI(ctx, nil)
+	defer rel()
+	wctx, wcancel := context.WithTimeout(ctx, 5*time.Second)
+	defer wcancel()
+	select {
+	case <-who.Done():
+		if _, err := who.Struct(); err != nil {
+			t.Fatal(err)
+		}
+	case <-wctx.Done():
+		t.Fatal("whoAmI was not answered while the ledger was full")
+	}
+	if _, _, calls := fakes.Lights[room+"/light-2"].State(); calls >= n {
+		t.Fatalf("the driver had all %d calls while the ledger was full", calls)
+	}
+	store.release()
+	for i, f := range futs {
+		if _, err := f.Struct(); err != nil {
+			t.Fatalf("call %d: %v", i+1, err)
+		}
+	}
+	if _, level, calls := fakes.Lights[room+"/light-2"].State(); level != n || calls != n {
+		t.Fatalf("light: level %d after %d calls, want %d after %d", level, calls, n, n)
+	}
+	// The call entries are in the order the calls were sent.
+	var levels []uint8
+	for seq := uint64(from); seq < uint64(led.Size()); seq++ {
+		r, err := led.Read(ctx, seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Envelope.Kind != ledger.KindCall {
+			continue
+		}
+		pm, err := kerneltest.ReadBody(r.Params())
+		if err != nil {
+			t.Fatal(err)
+		}
+		pp, err := schema.ReadRootLight_setLevel_Params(pm)
+		if err != nil {
+			t.Fatal(err)
+		}
+		levels = append(levels, pp.Level())
+	}
+	if len(levels) != n {
+		t.Fatalf("%d call entries, want %d", len(levels), n)
+	}
+	for i, lv := range levels {
+		if lv != uint8(i+1) {
+			t.Fatalf("call entries in the order %v", levels)
+		}
+	}
 }

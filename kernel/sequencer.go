@@ -26,27 +26,27 @@ type sequencer struct {
 	// them when the grant ends. Calls join under mu (at admission) and
 	// leave under fmu alone; lock order mu, then fmu.
 	fmu    sync.Mutex
-	flight map[caps.GrantID]map[*admission]struct{}
+	flight map[caps.GrantID]map[*gcall]struct{}
 }
 
 // fly registers an admitted call of grant to be cancelled with the grant.
 // The caller holds mu.
-func (s *sequencer) fly(grant caps.GrantID, a *admission) {
+func (s *sequencer) fly(grant caps.GrantID, c *gcall) {
 	s.fmu.Lock()
 	set := s.flight[grant]
 	if set == nil {
-		set = map[*admission]struct{}{}
+		set = map[*gcall]struct{}{}
 		s.flight[grant] = set
 	}
-	set[a] = struct{}{}
+	set[c] = struct{}{}
 	s.fmu.Unlock()
 }
 
 // land removes a call from flight once it has its answer.
-func (s *sequencer) land(grant caps.GrantID, a *admission) {
+func (s *sequencer) land(grant caps.GrantID, c *gcall) {
 	s.fmu.Lock()
 	if set := s.flight[grant]; set != nil {
-		delete(set, a)
+		delete(set, c)
 		if len(set) == 0 {
 			delete(s.flight, grant)
 		}
@@ -60,8 +60,8 @@ func (s *sequencer) ground(ids []caps.GrantID) {
 	s.fmu.Lock()
 	defer s.fmu.Unlock()
 	for _, id := range ids {
-		for a := range s.flight[id] {
-			a.cancel(fmt.Errorf("%w: %w (%s)", errEnded, ErrEndedInFlight, id))
+		for c := range s.flight[id] {
+			c.cancel(fmt.Errorf("%w: %w (%s)", errEnded, ErrEndedInFlight, id))
 		}
 		delete(s.flight, id)
 	}

@@ -497,7 +497,48 @@ func (l *Ledger) Append(ctx context.Context, e Entry) (*Pending, error) {
 	if l.signer == nil {
 		return nil, ErrReadOnly
 	}
+	if err := l.Reserve(ctx); err != nil {
+		return nil, err
+	}
+	return l.AppendReserved(e)
+}
+
+// Reserve waits, no longer than ctx allows, until fewer than MaxPending
+// entries are waiting to be durable, and takes room for one more: the
+// next AppendReserved uses it. A caller that appends under a lock of its
+// own reserves first, outside the lock, so that the lock is never held
+// waiting for the disk.
+func (l *Ledger) Reserve(ctx context.Context) error {
+	select {
+	case l.slots <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// TryReserve is Reserve that never waits: it reports whether there was
+// room.
+func (l *Ledger) TryReserve() bool {
+	select {
+	case l.slots <- struct{}{}:
+		return true
+	default:
+		return false
+	}
+}
+
+// AppendReserved is Append with room already taken by Reserve or
+// TryReserve; the room is used, or given back if e is refused. It does
+// not wait for the disk, except to read a subject's secret the first time
+// the subject appears since the ledger was opened.
+func (l *Ledger) AppendReserved(e Entry) (*Pending, error) {
+	if l.signer == nil {
+		<-l.slots
+		return nil, ErrReadOnly
+	}
 	if err := validateEntry(&e); err != nil {
+		<-l.slots
 		return nil, err
 	}
 	if e.Subject != "" {
@@ -506,17 +547,14 @@ func (l *Ledger) Append(ctx context.Context, e Entry) (*Pending, error) {
 			forgotten := l.forgetting[e.Subject]
 			l.mu.Unlock()
 			if forgotten {
+				<-l.slots
 				return nil, fmt.Errorf("%w: %s", ErrForgotten, e.Subject)
 			}
-			if err := l.loadSubject(ctx, e.Subject); err != nil {
+			if err := l.loadSubject(context.Background(), e.Subject); err != nil {
+				<-l.slots
 				return nil, err
 			}
 		}
-	}
-	select {
-	case l.slots <- struct{}{}:
-	case <-ctx.Done():
-		return nil, ctx.Err()
 	}
 	p := &Pending{entry: e, done: make(chan struct{})}
 	l.mu.Lock()

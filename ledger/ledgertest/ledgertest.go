@@ -629,13 +629,45 @@ func testBackpressure(t *testing.T, h Harness) {
 	if _, err := l.Append(short, entry(8)); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("append beyond MaxPending: %v, want DeadlineExceeded", err)
 	}
+	if l.TryReserve() {
+		t.Fatal("TryReserve found room beyond MaxPending")
+	}
+	if err := l.Reserve(short); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("reserve beyond MaxPending: %v, want DeadlineExceeded", err)
+	}
 	close(s.release)
 	for _, p := range ps {
 		if err := p.Wait(ctx); err != nil {
 			t.Fatal(err)
 		}
 	}
-	appendAll(t, l, 8, 10)
+	// Room taken by a refused entry is given back: MaxPending refusals in
+	// a row leave room for MaxPending entries.
+	for i := 0; i < 8; i++ {
+		if !l.TryReserve() {
+			t.Fatalf("TryReserve %d: no room in an idle ledger", i)
+		}
+		if _, err := l.AppendReserved(ledger.Entry{}); err == nil {
+			t.Fatal("an entry without a kind was accepted")
+		}
+	}
+	var rs []*ledger.Pending
+	for i := 0; i < 8; i++ {
+		if !l.TryReserve() {
+			t.Fatalf("TryReserve %d: room was not given back", i)
+		}
+		p, err := l.AppendReserved(entry(8 + i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		rs = append(rs, p)
+	}
+	for _, p := range rs {
+		if err := p.Wait(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	appendAll(t, l, 16, 10)
 	if err := l.Close(); err != nil {
 		t.Fatal(err)
 	}
