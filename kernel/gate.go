@@ -227,6 +227,9 @@ func (g *gate) Send(ctx context.Context, s capnp.Send) (*capnp.Answer, capnp.Rel
 	return ret.Answer(s.Method, pcall)
 }
 
+// serverSpan is the kind of a gated call's span.
+var serverSpan = trace.WithSpanKind(trace.SpanKindServer)
+
 // idempotent returns f made safe to call more than once, or a no-op if
 // there is nothing to do.
 func idempotent(f func(), something bool) func() {
@@ -270,6 +273,9 @@ type gcall struct {
 	stop   func() bool // stops the context watch
 	dtxn   *ledger.Pending
 	done   atomic.Bool
+	// The grant's calls in flight (sequencer.flight), under its fmu.
+	prev, next *gcall
+	flying     bool
 	// The driver's results, in a message of their own until they are
 	// copied to the caller.
 	dmsg *capnp.Message
@@ -306,7 +312,7 @@ func (g *gate) Recv(ctx context.Context, r capnp.Recv) capnp.PipelineCaller {
 			}
 			c.entered = true
 		}
-		c.ctx, c.span = k.tel.tracer.Start(ctx, "gate", trace.WithSpanKind(trace.SpanKindServer))
+		c.ctx, c.span = k.tel.tracer.Start(ctx, "gate", serverSpan)
 		c.traced = true
 		if r.Args.IsValid() {
 			var err error

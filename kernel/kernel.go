@@ -171,7 +171,7 @@ func New(cfg Config) (*Kernel, error) {
 	if err := recordPolicy(context.Background(), cfg.Ledger, cfg.Policy, cfg.Now().UnixNano()); err != nil {
 		return nil, fmt.Errorf("kernel: %w", err)
 	}
-	k.seq = sequencer{table: table, dead: map[caps.GrantID]bool{}, grantSeq: map[caps.GrantID]uint64{}, persons: map[string]string{}, flight: map[caps.GrantID]map[*gcall]struct{}{}}
+	k.seq = sequencer{table: table, dead: map[caps.GrantID]bool{}, grantSeq: map[caps.GrantID]uint64{}, persons: map[string]string{}, flight: map[caps.GrantID]*gcall{}}
 	k.gates.byGrant = map[caps.GrantID]map[*gate]struct{}{}
 	k.answers = newAnswerer()
 	return k, nil

@@ -23,33 +23,40 @@ type sequencer struct {
 	persons  map[string]string       // the ledger's pseudonym of each person seen -> their principal id
 
 	// flight holds the calls each grant has at its drivers, to cancel
-	// them when the grant ends. Calls join under mu (at admission) and
-	// leave under fmu alone; lock order mu, then fmu.
+	// them when the grant ends: a list through gcall.prev and next. Calls
+	// join under mu (at admission) and leave under fmu alone; lock order
+	// mu, then fmu.
 	fmu    sync.Mutex
-	flight map[caps.GrantID]map[*gcall]struct{}
+	flight map[caps.GrantID]*gcall
 }
 
 // fly registers an admitted call of grant to be cancelled with the grant.
 // The caller holds mu.
 func (s *sequencer) fly(grant caps.GrantID, c *gcall) {
 	s.fmu.Lock()
-	set := s.flight[grant]
-	if set == nil {
-		set = map[*gcall]struct{}{}
-		s.flight[grant] = set
+	if head := s.flight[grant]; head != nil {
+		c.next, head.prev = head, c
 	}
-	set[c] = struct{}{}
+	s.flight[grant] = c
+	c.flying = true
 	s.fmu.Unlock()
 }
 
 // land removes a call from flight once it has its answer.
 func (s *sequencer) land(grant caps.GrantID, c *gcall) {
 	s.fmu.Lock()
-	if set := s.flight[grant]; set != nil {
-		delete(set, c)
-		if len(set) == 0 {
+	if c.flying {
+		if c.prev != nil {
+			c.prev.next = c.next
+		} else if c.next != nil {
+			s.flight[grant] = c.next
+		} else {
 			delete(s.flight, grant)
 		}
+		if c.next != nil {
+			c.next.prev = c.prev
+		}
+		c.prev, c.next, c.flying = nil, nil, false
 	}
 	s.fmu.Unlock()
 }
@@ -60,8 +67,11 @@ func (s *sequencer) ground(ids []caps.GrantID) {
 	s.fmu.Lock()
 	defer s.fmu.Unlock()
 	for _, id := range ids {
-		for c := range s.flight[id] {
+		for c := s.flight[id]; c != nil; {
+			next := c.next
 			c.cancel(fmt.Errorf("%w: %w (%s)", errEnded, ErrEndedInFlight, id))
+			c.prev, c.next, c.flying = nil, nil, false
+			c = next
 		}
 		delete(s.flight, id)
 	}
