@@ -535,6 +535,11 @@ func (c *gcall) returned(res capnp.Struct, cerr error) {
 		Kind: "return", Actor: g.actor, Grant: uint64(g.grant), Device: g.device, Subject: g.s.subject,
 		Interface: m.InterfaceID, Method: m.MethodID, Ref: c.dtxn.Seq(), Time: k.now().UnixNano(),
 	}
+	if res.IsValid() && res.Size() == (capnp.ObjectSize{}) {
+		// A struct without fields (a void method's results, as a peer's
+		// rpc layer hands them over) carries nothing to record or copy.
+		res = capnp.Struct{}
+	}
 	if cerr != nil {
 		ret.Reason = truncate(cerr.Error())
 	} else if res.IsValid() {
