@@ -538,6 +538,10 @@ func TestSubscription(t *testing.T) {
 	if e := rs[0].Envelope; e.Actor != sensor || e.Interface != schema.ReadingListener_TypeID {
 		t.Errorf("listener call entry %+v", e)
 	}
+	// reading() returns nothing: its return entry has no result body.
+	if e := rs[1].Envelope; e.Result.Defined() || rs[1].ResultBlock != nil {
+		t.Errorf("listener return entry has a result body: %+v", e)
+	}
 	// Cancelling goes through a gate too, and stops deliveries.
 	cf, crel := sub.Cancel(context.Background(), nil)
 	if _, err := cf.Struct(); err != nil {
