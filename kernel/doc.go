@@ -111,11 +111,14 @@
 //     ...") once its entry is durable. When the driver returns an
 //     admitted call, its goroutine appends a "return" entry (Ref = the
 //     call's seq, result body = canonical bytes of the results, or Reason
-//     = the driver's error; when the grant ends, or the caller cancels,
-//     while the driver has the call, the driver's context is cancelled and
-//     the call ends at once, the caller getting "revoked: ...: grant ended
-//     while the call was in flight") and copies the results to the caller
-//     wrapping every capability in a gate of the same direction. The
+//     = the driver's error; when the grant ends while the driver has the
+//     call, the driver's context is cancelled and the call ends at once,
+//     the caller getting "revoked: ...: grant ended while the call was in
+//     flight") and copies the results to the caller wrapping every
+//     capability in a gate of the same direction. The driver's context
+//     carries the call's values but not its caller's cancellation: an
+//     admitted call runs to its end at the driver, and its return entry
+//     says how it ended, even if the caller has gone. The
 //     answerer answers it once the return entry is durable (group commit:
 //     many calls share one fsync; the answerer wakes once per commit);
 //  6. ends its OpenTelemetry span (principal, grant, device, interface,

@@ -267,10 +267,9 @@ type gcall struct {
 	// An admitted call at the driver: the driver's context (cancelled
 	// with cause errEnded when the grant ends), the call entry, and how
 	// the call ended. done is set by whichever of the driver's return and
-	// the context's end comes first.
+	// the grant's end comes first.
 	dctx   context.Context
 	cancel context.CancelCauseFunc
-	stop   func() bool // stops the context watch
 	dtxn   *ledger.Pending
 	done   atomic.Bool
 	// The grant's calls in flight (sequencer.flight), under its fmu.
@@ -445,7 +444,11 @@ func (k *Kernel) admit(c *gcall) {
 		return
 	}
 	c.dtxn, c.admitted = p, true
-	c.dctx, c.cancel = context.WithCancelCause(c.ctx)
+	// The driver's context has the call's values (its span) but not its
+	// cancellation: an admitted call runs to its end at the driver, and
+	// its return entry records how it ended, whether or not its caller
+	// is still there. Only the grant's end (ground) cuts it short.
+	c.dctx, c.cancel = context.WithCancelCause(context.WithoutCancel(c.ctx))
 	k.seq.fly(g.grant, c)
 	// The driver gets the caller's params, every capability in them
 	// wrapped in a gate of the opposite direction: the message's table is
@@ -454,9 +457,6 @@ func (k *Kernel) admit(c *gcall) {
 	if args.IsValid() {
 		g.wrapTable(args.Message().CapTable(), g.dir.flip())
 	}
-	// A driver that outlives the call's context (the caller cancelled, the
-	// connection ended, the grant ended) does not hold the answer back.
-	c.stop = context.AfterFunc(c.dctx, func() { c.returned(capnp.Struct{}, context.Cause(c.dctx)) })
 	recv := capnp.Recv{Method: m, Args: args, ReleaseArgs: c.r.ReleaseArgs, Returner: (*driverReturner)(c)}
 	if g.derived && nested(target) {
 		// A promise the program passed in has resolved to one of the
@@ -501,9 +501,7 @@ func (d *driverReturner) AllocResults(sz capnp.ObjectSize) (capnp.Struct, error)
 func (d *driverReturner) PrepareReturn(e error) { d.derr = e }
 
 func (d *driverReturner) Return() {
-	c := (*gcall)(d)
-	c.stop()
-	c.returned(d.dres, d.derr)
+	(*gcall)(d).returned(d.dres, d.derr)
 }
 
 func (d *driverReturner) ReleaseResults() {
@@ -512,7 +510,7 @@ func (d *driverReturner) ReleaseResults() {
 	}
 }
 
-// returned records the driver's answer (or the end of the call's context,
+// returned records the driver's answer (or the end of the call's grant,
 // whichever comes first) as the call's return entry (Ref = the call's
 // seq, result body = canonical bytes of the results, or Reason = the
 // error), copies the results to the caller wrapping every capability in a

@@ -6,6 +6,8 @@ import (
 	"sync"
 	"time"
 
+	"capnproto.org/go/capnp/v3"
+
 	"github.com/osmose-os/osmose/caps"
 )
 
@@ -69,8 +71,12 @@ func (s *sequencer) ground(ids []caps.GrantID) {
 	for _, id := range ids {
 		for c := s.flight[id]; c != nil; {
 			next := c.next
-			c.cancel(fmt.Errorf("%w: %w (%s)", errEnded, ErrEndedInFlight, id))
+			cause := fmt.Errorf("%w: %w (%s)", errEnded, ErrEndedInFlight, id)
+			c.cancel(cause)
 			c.prev, c.next, c.flying = nil, nil, false
+			// The call ends now, whatever its driver does: its return
+			// entry is recorded off the sequencer's lock.
+			go c.returned(capnp.Struct{}, cause)
 			c = next
 		}
 		delete(s.flight, id)
