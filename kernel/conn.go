@@ -178,12 +178,16 @@ func (c *conn) end() {
 		// A connection that never logged in but broke the protocol is
 		// evidence too; its actor is its address.
 		k := c.k
-		// Durable with the next batch; nobody waits for it.
-		k.seq.mu.Lock()
-		_, err := k.led.Append(context.Background(), ledger.Entry{
-			Kind: "disconnect", Actor: "conn:" + c.remote, Reason: truncate(reason), Time: k.now().UnixNano(),
-		})
-		k.seq.mu.Unlock()
+		// Durable with the next batch; nobody waits for it. Room is
+		// taken before the sequencer (see session.end).
+		err := k.led.Reserve(context.Background())
+		if err == nil {
+			k.seq.mu.Lock()
+			_, err = k.led.AppendReserved(ledger.Entry{
+				Kind: "disconnect", Actor: "conn:" + c.remote, Reason: truncate(reason), Time: k.now().UnixNano(),
+			})
+			k.seq.mu.Unlock()
+		}
 		if err != nil {
 			k.log.Warn("disconnect", "conn", c.remote, "err", err)
 		}

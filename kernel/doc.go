@@ -93,7 +93,11 @@
 //     (ledger.TryReserve). When the ledger is full (MaxPending entries not
 //     yet durable), the call joins the gate's backlog instead, which a
 //     goroutine admits in order as room appears, and later calls on the
-//     gate queue behind it: a receive loop never waits for the disk;
+//     gate queue behind it: a receive loop does not wait for the disk on
+//     its calls' account. It does wait for the sequencer (below), which
+//     logins, logouts and disconnects enter only with room already taken,
+//     but which an open, a delegation, a revocation, a release or a policy
+//     or presence change holds while it waits for room in a full ledger;
 //  4. enters the sequencer (one mutex, sequencer.go): the caps table admits
 //     or denies (caps.Table.Admit: grant live, method in its set, caveats,
 //     with numeric arguments extracted per method for range caveats); the

@@ -35,11 +35,12 @@ func (d gateDir) flip() gateDir { return 1 - d }
 // goroutine that delivers it (the connection's receive loop, or a local
 // caller), recorded on the ledger, and forwarded to inner only when
 // admitted; its answer goes back once the call's return entry is durable.
-// A gate has no goroutine of its own, and its calls wait for nothing while
-// their caller's goroutine runs them: admission never waits for the
+// A gate has no goroutine of its own. Admission never waits for the
 // driver or for an fsync, and waits for room in the ledger only on a
-// goroutine of the gate's backlog (see gate.recv). Capabilities in params
-// and results are wrapped in gates of the same grant and session.
+// goroutine of the gate's backlog (see gate.recv); it does wait for the
+// sequencer, which is held briefly (see the package documentation for
+// when it is held longer). Capabilities in params and results are wrapped
+// in gates of the same grant and session.
 //
 // A device gate (derived false) enforces its grant through the caps table.
 // A derived gate wraps a capability found in params or results (a
@@ -62,8 +63,9 @@ type gate struct {
 	// full (or a backlog already there): a goroutine admits them once the
 	// ledger has room, and calls arriving meanwhile join the queue, so the
 	// gate's calls are still admitted in arrival order.
-	qmu     sync.Mutex
-	backlog []*gcall
+	qmu      sync.Mutex
+	backlog  []*gcall
+	retiring bool // released while calls were in the backlog
 }
 
 // gateRegistry finds the derived gates of a grant, to cut them when the
@@ -116,7 +118,17 @@ func (g *gate) Brand() capnp.Brand { return capnp.Brand{Value: g} }
 // the gate is gone, possibly in a connection's receive loop or under its
 // caller's locks, so the gate is retired on a goroutine of its own. Calls
 // already forwarded keep running: the driver holds what they need.
-func (g *gate) Shutdown() { go g.retire() }
+func (g *gate) Shutdown() {
+	g.qmu.Lock()
+	defer g.qmu.Unlock()
+	if len(g.backlog) > 0 {
+		// Calls sent before the last release wait in the backlog: they
+		// are admitted first, and the backlog's goroutine retires the gate.
+		g.retiring = true
+		return
+	}
+	go g.retire()
+}
 
 func (g *gate) retire() {
 	g.cut()
@@ -272,9 +284,11 @@ type gcall struct {
 	cancel context.CancelCauseFunc
 	dtxn   *ledger.Pending
 	done   atomic.Bool
-	// The grant's calls in flight (sequencer.flight), under its fmu.
-	prev, next *gcall
-	flying     bool
+	// The grant's and the session's calls in flight (sequencer.flight),
+	// under its fmu.
+	prev, next   *gcall
+	sprev, snext *gcall
+	flying       bool
 	// The driver's results, in a message of their own until they are
 	// copied to the caller.
 	dmsg *capnp.Message
@@ -302,15 +316,17 @@ func (g *gate) Recv(ctx context.Context, r capnp.Recv) capnp.PipelineCaller {
 	}
 	c := &gcall{g: g, ctx: ctx, m: m, r: r, aq: capnp.NewAnswerQueue(m), known: known}
 	c.start = k.now().UnixNano()
-	if known {
-		if g.dir == outward {
-			if !g.s.c.enter() {
-				c.err = overloaded(m.MethodName)
-				c.answer()
-				return c.aq
-			}
-			c.entered = true
+	if g.dir == outward {
+		// Every call the program makes counts, unknown methods too: each
+		// takes an entry in the ledger.
+		if !g.s.c.enter() {
+			c.err = overloaded(m.MethodName)
+			c.answer()
+			return c.aq
 		}
+		c.entered = true
+	}
+	if known {
 		c.ctx, c.span = k.tel.tracer.Start(ctx, "gate", serverSpan)
 		c.traced = true
 		if r.Args.IsValid() {
@@ -360,7 +376,11 @@ func (g *gate) drain() {
 		g.backlog[0] = nil
 		g.backlog = g.backlog[1:]
 		more := len(g.backlog) > 0
+		retire := !more && g.retiring
 		g.qmu.Unlock()
+		if retire {
+			g.retire()
+		}
 		if !more {
 			return
 		}
@@ -399,17 +419,15 @@ func (k *Kernel) admit(c *gcall) {
 			refusal = capsError(m.MethodName, d)
 		}
 	}
-	// What the gate wraps cannot go under us: cut runs under the
-	// sequencer's lock (held here), from retire, or at the session's end,
-	// after ended was set under the sequencer's lock (checked above: an
-	// ended session admits nothing). So it is used without a reference of
-	// our own.
+	// The call holds its own reference to what the gate wraps: the gate
+	// may be cut (its last client released, its session ended) while the
+	// driver has the call.
 	var target capnp.Client
 	if refusal == nil {
 		g.mu.Lock()
-		target = g.inner
+		target = g.inner.AddRef()
 		g.mu.Unlock()
-		if target == (capnp.Client{}) {
+		if !target.IsValid() {
 			refusal = &Error{Op: m.MethodName, Kind: Revoked, Cause: ErrGateReleased}
 		}
 	}
@@ -428,6 +446,7 @@ func (k *Kernel) admit(c *gcall) {
 	p, err := k.led.AppendReserved(e)
 	if err != nil {
 		k.seq.mu.Unlock()
+		target.Release()
 		c.err = toException(&Error{Op: m.MethodName, Kind: Failed, Cause: fmt.Errorf("record call: %w", err)})
 		c.answer()
 		return
@@ -449,7 +468,7 @@ func (k *Kernel) admit(c *gcall) {
 	// its return entry records how it ended, whether or not its caller
 	// is still there. Only the grant's end (ground) cuts it short.
 	c.dctx, c.cancel = context.WithCancelCause(context.WithoutCancel(c.ctx))
-	k.seq.fly(g.grant, c)
+	k.seq.fly(c)
 	// The driver gets the caller's params, every capability in them
 	// wrapped in a gate of the opposite direction: the message's table is
 	// rewritten in place, and the message (released by whoever releases
@@ -461,8 +480,7 @@ func (k *Kernel) admit(c *gcall) {
 	if g.derived && nested(target) {
 		// A promise the program passed in has resolved to one of the
 		// kernel's own gates, which admits in the sequencer too: it is
-		// called once the sequencer is free, with a reference of our own.
-		target = target.AddRef()
+		// called once the sequencer is free.
 		k.seq.mu.Unlock()
 		target.RecvCall(c.dctx, recv)
 		target.Release()
@@ -470,6 +488,7 @@ func (k *Kernel) admit(c *gcall) {
 	}
 	target.RecvCall(c.dctx, recv)
 	k.seq.mu.Unlock()
+	target.Release()
 }
 
 // nested reports whether c is a kernel gate (a derived gate's capability
@@ -510,8 +529,16 @@ func (d *driverReturner) ReleaseResults() {
 	}
 }
 
-// returned records the driver's answer (or the end of the call's grant,
-// whichever comes first) as the call's return entry (Ref = the call's
+// cut ends a call in flight at once: its driver's context ends with cause,
+// and its return entry is recorded off the sequencer's lock, whatever the
+// driver does. The caller holds the sequencer's locks.
+func (c *gcall) cut(cause error) {
+	c.cancel(cause)
+	go c.returned(capnp.Struct{}, cause)
+}
+
+// returned records the driver's answer (or the end of the call's grant or
+// session, whichever comes first) as the call's return entry (Ref = the call's
 // seq, result body = canonical bytes of the results, or Reason = the
 // error), copies the results to the caller wrapping every capability in a
 // gate of the gate's direction, and queues the answer until the entry is
@@ -521,13 +548,18 @@ func (c *gcall) returned(res capnp.Struct, cerr error) {
 		return
 	}
 	g, k, m := c.g, c.g.k, c.m
-	// A call the grant's end cut short failed because of it, whether the
-	// driver's answer (its context cancelled) or the cancellation came
-	// first; an answer that succeeded stands.
-	if cerr != nil && errors.Is(context.Cause(c.dctx), errEnded) {
-		cerr = &Error{Op: m.MethodName, Kind: Revoked, Cause: fmt.Errorf("%w (%s)", ErrEndedInFlight, g.grant)}
+	// A call its grant's or session's end cut short failed because of it,
+	// whether the driver's answer (its context cancelled) or the
+	// cancellation came first; an answer that succeeded stands.
+	if cerr != nil {
+		switch cause := context.Cause(c.dctx); {
+		case errors.Is(cause, errEnded):
+			cerr = &Error{Op: m.MethodName, Kind: Revoked, Cause: fmt.Errorf("%w (%s)", ErrEndedInFlight, g.grant)}
+		case errors.Is(cause, errSessionCut):
+			cerr = &Error{Op: m.MethodName, Kind: Revoked, Cause: ErrSessionEnded}
+		}
 	}
-	k.seq.land(g.grant, c)
+	k.seq.land(c)
 	c.cancel(nil)
 	ret := ledger.Entry{
 		Kind: "return", Actor: g.actor, Grant: uint64(g.grant), Device: g.device, Subject: g.s.subject,
@@ -538,24 +570,24 @@ func (c *gcall) returned(res capnp.Struct, cerr error) {
 		// rpc layer hands them over) carries nothing to record or copy.
 		res = capnp.Struct{}
 	}
-	if cerr != nil {
-		ret.Reason = truncate(cerr.Error())
-	} else if res.IsValid() {
-		if ret.Result, cerr = canonical(res); cerr != nil {
-			ret.Reason = truncate(cerr.Error())
+	// The results are recorded as the caller gets them: a failure to
+	// encode or copy them is the call's error, on the ledger too.
+	if cerr == nil && res.IsValid() {
+		if ret.Result, cerr = canonical(res); cerr == nil {
+			out, err := c.r.Returner.AllocResults(res.Size())
+			if err == nil {
+				err = out.CopyFrom(res)
+			}
+			if err != nil {
+				cerr, ret.Result = err, nil
+			} else {
+				c.results = out
+				g.wrapTable(out.Message().CapTable(), g.dir)
+			}
 		}
 	}
-	if cerr == nil && res.IsValid() {
-		out, err := c.r.Returner.AllocResults(res.Size())
-		if err == nil {
-			err = out.CopyFrom(res)
-		}
-		if err != nil {
-			cerr = err
-		} else {
-			c.results = out
-			g.wrapTable(out.Message().CapTable(), g.dir)
-		}
+	if cerr != nil {
+		ret.Reason = truncate(cerr.Error())
 	}
 	c.record, c.err = "record return", cerr
 	// An admitted call's return is recorded even if its caller has gone.

@@ -134,11 +134,15 @@ func (g *gateway) Login(ctx context.Context, call schema.Gateway_login) error {
 		}
 		s.subject = subj
 	}
+	// Room is taken before the sequencer (see session.end).
+	if err := k.led.Reserve(ctx); err != nil {
+		return toException(&Error{Op: op, Kind: Failed, Cause: fmt.Errorf("record login: %w", err)})
+	}
 	k.seq.mu.Lock()
 	if s.subject != "" {
 		k.seq.persons[s.subject] = p.ID
 	}
-	pend, err := k.led.Append(ctx, ledger.Entry{
+	pend, err := k.led.AppendReserved(ledger.Entry{
 		Kind: ledger.KindLogin, Actor: p.ID, Subject: s.subject, Decision: ledger.DecisionAdmit,
 		Reason: "as " + p.Kind.String(), Time: now.UnixNano(),
 	})
@@ -167,12 +171,16 @@ func (k *Kernel) loginRefused(ctx context.Context, principal string, e error, wh
 	if why != nil {
 		reason += ": " + why.Error()
 	}
-	k.seq.mu.Lock()
-	p, err := k.led.Append(ctx, ledger.Entry{
-		Kind: ledger.KindLogin, Actor: truncate(principal), Decision: ledger.DecisionDeny,
-		Reason: truncate(reason), Time: k.now().UnixNano(),
-	})
-	k.seq.mu.Unlock()
+	var p *ledger.Pending
+	err := k.led.Reserve(ctx) // before the sequencer (see session.end)
+	if err == nil {
+		k.seq.mu.Lock()
+		p, err = k.led.AppendReserved(ledger.Entry{
+			Kind: ledger.KindLogin, Actor: truncate(principal), Decision: ledger.DecisionDeny,
+			Reason: truncate(reason), Time: k.now().UnixNano(),
+		})
+		k.seq.mu.Unlock()
+	}
 	if err == nil {
 		err = p.Wait(ctx)
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
 	"flag"
 	"fmt"
 	"net"
@@ -274,32 +275,42 @@ func (s *heldStore) Sync(ctx context.Context, k ds.Key) error {
 	return s.Store.Sync(ctx, k)
 }
 
-// TestFullLedgerBacklog: while the ledger is full (its fsync held), calls
-// on a gate wait in the gate's backlog, the connection's receive loop
-// goes on serving, and once the disk moves the calls are admitted and
-// reach the driver in the order they were sent.
-func TestFullLedgerBacklog(t *testing.T) {
+// heldKernel is a kernel serving on a Unix socket over a ledger whose
+// fsync the test holds (heldStore), with room for maxPending entries.
+type heldKernel struct {
+	k     *kernel.Kernel
+	led   *ledger.Ledger
+	store *heldStore
+	fakes *kerneltest.Fakes
+	sock  string
+}
+
+func newHeldKernel(t *testing.T, maxPending int, drivers func(map[string]capnp.Client)) *heldKernel {
+	t.Helper()
 	dir := t.TempDir()
 	badger, err := ledger.OpenBadger(filepath.Join(dir, "ledger"), ledger.BadgerOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer badger.Close()
+	t.Cleanup(func() { badger.Close() })
 	store := &heldStore{Store: badger}
-	const maxPending = 8
 	led, err := ledger.Open(context.Background(), store, ledger.Options{
 		Key: kerneltest.Key(seed, "kernel"), Origin: "osmose/test", MaxPending: maxPending,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer led.Close()
+	t.Cleanup(func() { led.Close() })
 	top := kerneltest.Building(seed, 1)
 	fakes := kerneltest.NewFakes(top, time.Now)
+	ds := fakes.Drivers()
+	if drivers != nil {
+		drivers(ds)
+	}
 	k, err := kernel.New(kernel.Config{
 		Ledger: led, Topology: top, Now: time.Now, Rand: bytes.NewReader(bytes.Repeat([]byte{7}, 1<<16)),
 		Policy:  []caps.PolicyFile{{Name: "test.cedar", Text: kerneltest.Policy}},
-		Drivers: fakes.Drivers(),
+		Drivers: ds,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -312,23 +323,42 @@ func TestFullLedgerBacklog(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	served := make(chan error, 1)
 	go func() { served <- k.Serve(ctx, l) }()
-	defer func() {
+	t.Cleanup(func() {
 		cancel()
 		<-served
 		k.Close()
-	}()
+	})
+	return &heldKernel{k: k, led: led, store: store, fakes: fakes, sock: sock}
+}
 
+// login connects and logs in as the device id.
+func (h *heldKernel) login(t *testing.T, id string) schema.Session {
+	t.Helper()
+	ctx := context.Background()
+	c, err := kerneltest.Dial(ctx, "unix", h.sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	s, err := kerneltest.Login(ctx, c.Gateway, h.k.ID(), id, kerneltest.Key(seed, id))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Release() })
+	return s
+}
+
+// TestFullLedgerBacklog: while the ledger is full (its fsync held), calls
+// on a gate wait in the gate's backlog, the connection's receive loop
+// goes on serving, and once the disk moves the calls are admitted and
+// reach the driver in the order they were sent.
+func TestFullLedgerBacklog(t *testing.T) {
+	const maxPending = 8
+	hk := newHeldKernel(t, maxPending, nil)
+	led, store, fakes := hk.led, hk.store, hk.fakes
+	ctx := context.Background()
 	const room = "cam/pem/f1/r1"
-	c, err := kerneltest.Dial(ctx, "unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	s, err := kerneltest.Login(ctx, c.Gateway, k.ID(), room+"/light-1", kerneltest.Key(seed, room+"/light-1"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Release()
+	s := hk.login(t, room+"/light-1")
 	cs, _, err := kerneltest.Open(ctx, s, room+"/light-2")
 	if err != nil {
 		t.Fatal(err)
@@ -401,5 +431,139 @@ func TestFullLedgerBacklog(t *testing.T) {
 		if lv != uint8(i+1) {
 			t.Fatalf("call entries in the order %v", levels)
 		}
+	}
+}
+
+// grabSensor hands the test the listener of each subscription, as a
+// driver would keep it.
+type grabSensor struct{ got chan schema.ReadingListener }
+
+func (s *grabSensor) Read(context.Context, schema.Sensor_read) error { return nil }
+func (s *grabSensor) Subscribe(ctx context.Context, call schema.Sensor_subscribe) error {
+	s.got <- call.Args().Listener().AddRef()
+	return nil
+}
+
+// TestReleaseAfterBacklog: a driver that sends readings and drops its
+// listener at once, while the ledger is full, still has every reading
+// delivered: a gate released with calls in its backlog admits them first.
+func TestReleaseAfterBacklog(t *testing.T) {
+	const sensor = "cam/pem/f1/r1/occupancy"
+	const maxPending = 8
+	gs := &grabSensor{got: make(chan schema.ReadingListener, 1)}
+	hk := newHeldKernel(t, maxPending, func(ds map[string]capnp.Client) {
+		ds[sensor].Release()
+		ds[sensor] = capnp.Client(schema.Sensor_ServerToClient(gs))
+	})
+	ctx := context.Background()
+	s := hk.login(t, "cam/pem/f1/r1/light-1")
+	cs, _, err := kerneltest.Open(ctx, s, sensor)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs[0].Release()
+	l := &listener{got: make(chan float64, 64)}
+	f, rel := schema.Sensor(cs[0]).Subscribe(ctx, func(p schema.Sensor_subscribe_Params) error {
+		return p.SetListener(schema.ReadingListener_ServerToClient(l))
+	})
+	if _, err := f.Struct(); err != nil {
+		t.Fatal(err)
+	}
+	rel()
+	gate := <-gs.got // the listener's inward gate, as the driver holds it
+
+	hk.store.hold()
+	const n = 2 * maxPending
+	futs := make([]schema.ReadingListener_reading_Results_Future, n)
+	for i := range futs {
+		f, rel := gate.Reading(ctx, func(p schema.ReadingListener_reading_Params) error {
+			r, err := p.NewReading()
+			if err != nil {
+				return err
+			}
+			r.SetValue(float64(i))
+			return nil
+		})
+		defer rel()
+		futs[i] = f
+	}
+	gate.Release()
+	time.Sleep(50 * time.Millisecond) // the release is handled while the calls wait
+	hk.store.release()
+	for i, f := range futs {
+		if _, err := f.Struct(); err != nil {
+			t.Errorf("reading %d: %v", i, err)
+		}
+	}
+	if len(l.got) != n {
+		t.Errorf("%d readings delivered, want %d", len(l.got), n)
+	}
+}
+
+// stuckLight's setLevel returns only when its context ends: a device that
+// never answers.
+type stuckLight struct {
+	started chan struct{}
+	cause   chan error
+}
+
+func (l *stuckLight) Set(context.Context, schema.Light_set) error { return nil }
+func (l *stuckLight) SetLevel(ctx context.Context, call schema.Light_setLevel) error {
+	close(l.started)
+	<-ctx.Done()
+	l.cause <- context.Cause(ctx)
+	return ctx.Err()
+}
+func (l *stuckLight) State(context.Context, schema.Light_state) error { return nil }
+
+// TestDisconnectCutsCallsInFlight: when a program disconnects while a
+// driver has its call, the session's end cuts the call short: the
+// driver's context ends, the return entry says why, and the connection is
+// let go (go-capnp waits for every call of a closing connection).
+func TestDisconnectCutsCallsInFlight(t *testing.T) {
+	const me = "cam/pem/f1/r1/light-1"
+	const target = "cam/pem/f1/r1/light-2"
+	sl := &stuckLight{started: make(chan struct{}), cause: make(chan error, 1)}
+	h := newHarness(t, 1, func(c *kernel.Config) {
+		c.Drivers[target].Release()
+		c.Drivers[target] = capnp.Client(schema.Light_ServerToClient(sl))
+	})
+	d := h.login(me)
+	c, _ := h.open(d, target)
+	start := uint64(h.led.Size())
+	f, rel := schema.Light(c).SetLevel(context.Background(), func(p schema.Light_setLevel_Params) error {
+		p.SetLevel(10)
+		return nil
+	})
+	defer rel()
+	<-sl.started
+	d.c.Close()
+	select {
+	case cause := <-sl.cause:
+		if !errors.Is(cause, kernel.ErrSessionEnded) {
+			t.Errorf("driver's context ended with %v, want the session's end", cause)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the driver's context did not end after its caller disconnected")
+	}
+	_ = f
+	deadline := time.Now().Add(5 * time.Second)
+	for h.k.Conns() > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the kernel still serves %d connections", h.k.Conns())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	var ret *ledger.Envelope
+	for ret == nil && time.Now().Before(deadline) {
+		for _, r := range h.entries(start) {
+			if r.Envelope.Kind == "return" {
+				ret = r.Envelope
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if ret == nil || !strings.Contains(ret.Reason, "session") {
+		t.Errorf("return entry %+v, want the session's end as its reason", ret)
 	}
 }

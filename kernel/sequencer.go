@@ -6,8 +6,6 @@ import (
 	"sync"
 	"time"
 
-	"capnproto.org/go/capnp/v3"
-
 	"github.com/osmose-os/osmose/caps"
 )
 
@@ -25,63 +23,94 @@ type sequencer struct {
 	persons  map[string]string       // the ledger's pseudonym of each person seen -> their principal id
 
 	// flight holds the calls each grant has at its drivers, to cancel
-	// them when the grant ends: a list through gcall.prev and next. Calls
-	// join under mu (at admission) and leave under fmu alone; lock order
-	// mu, then fmu.
+	// them when the grant ends: a list through gcall.prev and next; each
+	// session lists its own through gcall.sprev and snext (session.flight),
+	// to cancel them when the session ends. Calls join under mu (at
+	// admission) and leave under fmu alone; lock order mu, then fmu.
 	fmu    sync.Mutex
 	flight map[caps.GrantID]*gcall
 }
 
-// fly registers an admitted call of grant to be cancelled with the grant.
-// The caller holds mu.
-func (s *sequencer) fly(grant caps.GrantID, c *gcall) {
+// fly registers an admitted call to be cancelled with its grant or its
+// session. The caller holds mu.
+func (s *sequencer) fly(c *gcall) {
 	s.fmu.Lock()
+	grant, ss := c.g.grant, c.g.s
 	if head := s.flight[grant]; head != nil {
 		c.next, head.prev = head, c
 	}
 	s.flight[grant] = c
+	if head := ss.flight; head != nil {
+		c.snext, head.sprev = head, c
+	}
+	ss.flight = c
 	c.flying = true
 	s.fmu.Unlock()
 }
 
-// land removes a call from flight once it has its answer.
-func (s *sequencer) land(grant caps.GrantID, c *gcall) {
-	s.fmu.Lock()
-	if c.flying {
-		if c.prev != nil {
-			c.prev.next = c.next
-		} else if c.next != nil {
-			s.flight[grant] = c.next
-		} else {
-			delete(s.flight, grant)
-		}
-		if c.next != nil {
-			c.next.prev = c.prev
-		}
-		c.prev, c.next, c.flying = nil, nil, false
+// unfly removes c from both lists. The caller holds fmu.
+func (s *sequencer) unfly(c *gcall) {
+	if !c.flying {
+		return
 	}
+	grant, ss := c.g.grant, c.g.s
+	if c.prev != nil {
+		c.prev.next = c.next
+	} else if c.next != nil {
+		s.flight[grant] = c.next
+	} else {
+		delete(s.flight, grant)
+	}
+	if c.next != nil {
+		c.next.prev = c.prev
+	}
+	if c.sprev != nil {
+		c.sprev.snext = c.snext
+	} else {
+		ss.flight = c.snext
+	}
+	if c.snext != nil {
+		c.snext.sprev = c.sprev
+	}
+	c.prev, c.next, c.sprev, c.snext, c.flying = nil, nil, nil, nil, false
+}
+
+// land removes a call from flight once it has its answer.
+func (s *sequencer) land(c *gcall) {
+	s.fmu.Lock()
+	s.unfly(c)
 	s.fmu.Unlock()
 }
 
-// ground cancels every call in flight of the grants ids, which have ended.
-// The caller holds mu.
+// ground cuts short every call in flight of the grants ids, which have
+// ended. The caller holds mu.
 func (s *sequencer) ground(ids []caps.GrantID) {
 	s.fmu.Lock()
 	defer s.fmu.Unlock()
 	for _, id := range ids {
-		for c := s.flight[id]; c != nil; {
-			next := c.next
-			cause := fmt.Errorf("%w: %w (%s)", errEnded, ErrEndedInFlight, id)
-			c.cancel(cause)
-			c.prev, c.next, c.flying = nil, nil, false
-			// The call ends now, whatever its driver does: its return
-			// entry is recorded off the sequencer's lock.
-			go c.returned(capnp.Struct{}, cause)
-			c = next
+		for c := s.flight[id]; c != nil; c = s.flight[id] {
+			s.unfly(c)
+			c.cut(fmt.Errorf("%w: %w (%s)", errEnded, ErrEndedInFlight, id))
 		}
-		delete(s.flight, id)
 	}
 }
+
+// groundSession cuts short every call in flight of a session that has
+// ended (its program disconnected, logged out or was forgotten): its
+// drivers' contexts end, and go-capnp, which waits for every call of a
+// closing connection to return, can let the connection go. The caller
+// holds mu.
+func (s *sequencer) groundSession(ss *session) {
+	s.fmu.Lock()
+	defer s.fmu.Unlock()
+	for c := ss.flight; c != nil; c = ss.flight {
+		s.unfly(c)
+		c.cut(fmt.Errorf("%w: %w", errSessionCut, ErrSessionEnded))
+	}
+}
+
+// errSessionCut marks a cancellation by groundSession.
+var errSessionCut = errors.New("revoked")
 
 // errEnded marks a cancellation by ground.
 var errEnded = errors.New("revoked")

@@ -42,6 +42,8 @@ type session struct {
 	gmu      sync.Mutex
 	gates    map[*gate]struct{}
 	gatesCut bool // the session has ended and cut its gates
+
+	flight *gcall // the session's calls at drivers (sequencer.flight)
 }
 
 func newSessionClient(s *session) schema.Session {
@@ -87,13 +89,21 @@ func (s *session) Logout(ctx context.Context, call schema.Session_logout) error 
 // had ended already.
 func (s *session) end(reason, kind string) (*ledger.Pending, error) {
 	k := s.k
+	// Room in the ledger is taken before the sequencer, which is never
+	// held waiting for the disk (gates admit in connections' receive
+	// loops).
+	if err := k.led.Reserve(context.Background()); err != nil {
+		return nil, err
+	}
 	k.seq.mu.Lock()
 	if s.ended {
 		k.seq.mu.Unlock()
+		k.led.Unreserve()
 		return nil, nil
 	}
 	s.ended = true
-	p, err := k.led.Append(context.Background(), ledger.Entry{
+	k.seq.groundSession(s)
+	p, err := k.led.AppendReserved(ledger.Entry{
 		Kind: ledger.Kind(kind), Actor: s.p.ID, Reason: truncate(reason), Time: k.now().UnixNano(),
 	})
 	k.seq.mu.Unlock()

@@ -528,6 +528,9 @@ func (l *Ledger) TryReserve() bool {
 	}
 }
 
+// Unreserve gives back room taken by Reserve or TryReserve and not used.
+func (l *Ledger) Unreserve() { <-l.slots }
+
 // AppendReserved is Append with room already taken by Reserve or
 // TryReserve; the room is used, or given back if e is refused. It does
 // not wait for the disk, except to read a subject's secret the first time
