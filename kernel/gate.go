@@ -277,9 +277,9 @@ type gcall struct {
 	results  capnp.Struct    // the caller's results
 
 	// An admitted call at the driver: the driver's context (cancelled
-	// with cause errEnded when the grant ends), the call entry, and how
-	// the call ended. done is set by whichever of the driver's return and
-	// the grant's end comes first.
+	// when the grant or the session ends), the call entry, and how the
+	// call ended. done is set by whichever of the driver's return and
+	// that end comes first.
 	dctx   context.Context
 	cancel context.CancelCauseFunc
 	dtxn   *ledger.Pending
