@@ -554,16 +554,23 @@ func TestDisconnectCutsCallsInFlight(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	var ret *ledger.Envelope
+	var ret, end *ledger.Envelope
 	for ret == nil && time.Now().Before(deadline) {
 		for _, r := range h.entries(start) {
-			if r.Envelope.Kind == "return" {
+			switch r.Envelope.Kind {
+			case "return":
 				ret = r.Envelope
+			case "disconnect", "logout":
+				end = r.Envelope
 			}
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
 	if ret == nil || !strings.Contains(ret.Reason, "session") {
-		t.Errorf("return entry %+v, want the session's end as its reason", ret)
+		t.Fatalf("return entry %+v, want the session's end as its reason", ret)
+	}
+	// The call ends after the session's end, which caused it.
+	if end == nil || end.Seq > ret.Seq {
+		t.Errorf("session end %+v, return %+v: want the end first", end, ret)
 	}
 }

@@ -89,6 +89,12 @@ func (s *session) Logout(ctx context.Context, call schema.Session_logout) error 
 // had ended already.
 func (s *session) end(reason, kind string) (*ledger.Pending, error) {
 	k := s.k
+	k.seq.mu.Lock()
+	ended := s.ended
+	k.seq.mu.Unlock()
+	if ended {
+		return nil, nil
+	}
 	// Room in the ledger is taken before the sequencer, which is never
 	// held waiting for the disk (gates admit in connections' receive
 	// loops).
@@ -102,10 +108,12 @@ func (s *session) end(reason, kind string) (*ledger.Pending, error) {
 		return nil, nil
 	}
 	s.ended = true
-	k.seq.groundSession(s)
 	p, err := k.led.AppendReserved(ledger.Entry{
 		Kind: ledger.Kind(kind), Actor: s.p.ID, Reason: truncate(reason), Time: k.now().UnixNano(),
 	})
+	// The session's calls in flight end after the entry that ends it, as
+	// a grant's do after its revocation.
+	k.seq.groundSession(s)
 	k.seq.mu.Unlock()
 	// No call is admitted through the session's gates any more (admission
 	// checks ended under k.seq.mu), so what they wrap can go.
