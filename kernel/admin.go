@@ -764,6 +764,9 @@ func (o *operator) Grant(ctx context.Context, call schema.Operator_grant) error 
 	var last *ledger.Pending
 	var refusal error
 	now := k.now()
+	if err := k.led.WaitRoom(ctx); err != nil {
+		return toException(&Error{Op: op, Kind: Failed, Cause: err})
+	}
 	k.seq.mu.Lock()
 	if s.ended {
 		k.seq.mu.Unlock()

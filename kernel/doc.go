@@ -93,11 +93,13 @@
 //     (ledger.TryReserve). When the ledger is full (MaxPending entries not
 //     yet durable), the call joins the gate's backlog instead, which a
 //     goroutine admits in order as room appears, and later calls on the
-//     gate queue behind it: a receive loop does not wait for the disk on
-//     its calls' account. It does wait for the sequencer (below), which
-//     logins, logouts and disconnects enter only with room already taken,
-//     but which an open, a delegation, a revocation, a release or a policy
-//     or presence change holds while it waits for room in a full ledger;
+//     gate queue behind it: a receive loop never waits for the disk. It
+//     waits for the sequencer (below), which is never held waiting for
+//     the disk either: logins, logouts and disconnects take their room
+//     before entering it (ledger.Reserve); an open, a delegation, a
+//     revocation, a release and a policy or presence change wait for room
+//     before entering (ledger.WaitRoom) and append inside without waiting
+//     (ledger.AppendNow, which may go a few entries beyond MaxPending);
 //  4. enters the sequencer (one mutex, sequencer.go): the caps table admits
 //     or denies (caps.Table.Admit: grant live, method in its set, caveats,
 //     with numeric arguments extracted per method for range caveats); the

@@ -37,10 +37,10 @@ func (d gateDir) flip() gateDir { return 1 - d }
 // admitted; its answer goes back once the call's return entry is durable.
 // A gate has no goroutine of its own. Admission never waits for the
 // driver or for an fsync, and waits for room in the ledger only on a
-// goroutine of the gate's backlog (see gate.recv); it does wait for the
-// sequencer, which is held briefly (see the package documentation for
-// when it is held longer). Capabilities in params and results are wrapped
-// in gates of the same grant and session.
+// goroutine of the gate's backlog (see gate.recv); it waits for the
+// sequencer, which nothing holds while it waits for the disk.
+// Capabilities in params and results are wrapped in gates of the same
+// grant and session.
 //
 // A device gate (derived false) enforces its grant through the caps table.
 // A derived gate wraps a capability found in params or results (a

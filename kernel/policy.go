@@ -77,13 +77,16 @@ func recordPolicy(ctx context.Context, l *ledger.Ledger, files []caps.PolicyFile
 // entry referring to it.
 func (k *Kernel) SetPolicy(ctx context.Context, actor string, files []caps.PolicyFile) (PolicyChange, error) {
 	now := k.now().UnixNano()
+	if err := k.led.WaitRoom(ctx); err != nil {
+		return PolicyChange{}, &Error{Op: "setPolicy", Kind: Failed, Cause: err}
+	}
 	k.seq.mu.Lock()
 	dec, perr := k.seq.table.SetPolicy(files...)
 	e := ledger.Entry{Kind: ledger.KindPolicy, Actor: actor, Decision: ledger.DecisionAdmit, Reason: truncate(dec.Reason), Time: now, Result: encodePolicy(files)}
 	if perr != nil {
 		e.Decision, e.Reason = ledger.DecisionDeny, truncate("invalid: "+perr.Error())
 	}
-	p, err := k.led.Append(ctx, e)
+	p, err := k.led.AppendNow(e)
 	var ended []caps.GrantID
 	var rp *ledger.Pending
 	if err == nil && perr == nil {
@@ -135,6 +138,9 @@ func (k *Kernel) Presence(ctx context.Context, actor, person, place string, pres
 		Place   string `json:"place"`
 		Present bool   `json:"present"`
 	}{person, place, present})
+	if err := k.led.WaitRoom(ctx); err != nil {
+		return nil, &Error{Op: op, Kind: Failed, Cause: err}
+	}
 	k.seq.mu.Lock()
 	k.seq.persons[subject] = person
 	var dec caps.Decision
@@ -151,7 +157,7 @@ func (k *Kernel) Presence(ctx context.Context, actor, person, place string, pres
 		// The person's id stays out of the envelope.
 		e.Decision, e.Reason = ledger.DecisionDeny, truncate(fmt.Sprintf("%s: %s", dec.Code, place))
 	}
-	p, err := k.led.Append(ctx, e)
+	p, err := k.led.AppendNow(e)
 	var ended []caps.GrantID
 	var rp *ledger.Pending
 	if err == nil && dec.OK() {
@@ -185,7 +191,7 @@ func (k *Kernel) endGrants(ctx context.Context, actor string, ref uint64, why st
 	for i, r := range revs {
 		ended[i] = r.Grant
 	}
-	p, err := k.led.Append(ctx, ledger.Entry{
+	p, err := k.led.AppendNow(ledger.Entry{
 		Kind: ledger.KindRevoke, Actor: actor, Grant: uint64(ended[0]), Decision: ledger.DecisionAdmit,
 		Reason: truncate(fmt.Sprintf("%s: %d grants ended", why, len(ended))), Ref: ref, Time: now,
 		Params: []byte(grantList(ended)),

@@ -269,6 +269,9 @@ func (s *session) Open(ctx context.Context, call schema.Session_open) error {
 	var out []opened
 	var last *ledger.Pending
 	var refusal error
+	if err := k.led.WaitRoom(ctx); err != nil {
+		return toException(&Error{Op: op, Kind: Failed, Cause: err})
+	}
 	k.seq.mu.Lock()
 	if s.ended {
 		k.seq.mu.Unlock()
@@ -526,7 +529,7 @@ func (k *Kernel) appendGrant(ctx context.Context, kind ledger.Kind, actor, targe
 		}
 		e.Result = body
 	}
-	return k.led.Append(ctx, e)
+	return k.led.AppendNow(e)
 }
 
 // grantBytes is the canonical Cap'n Proto encoding of a grant, the body
@@ -771,6 +774,9 @@ func (s *session) Delegate(ctx context.Context, call schema.Session_delegate) er
 		return toException(errorf(Invalid, op, "a %s holds no grants", tp.Kind))
 	}
 	now := k.now()
+	if err := k.led.WaitRoom(ctx); err != nil {
+		return toException(&Error{Op: op, Kind: Failed, Cause: err})
+	}
 	k.seq.mu.Lock()
 	g, ok := k.seq.table.Grant(from)
 	if !ok || g.Holder != s.holder {
@@ -851,6 +857,9 @@ func (k *Kernel) retire(ctx context.Context, op string, s *session, id caps.Gran
 	if op == "release" {
 		kind = ledger.KindRelease
 	}
+	if err := k.led.WaitRoom(ctx); err != nil {
+		return toException(&Error{Op: op, Kind: Failed, Cause: err})
+	}
 	k.seq.mu.Lock()
 	g, _ := k.seq.table.Grant(id)
 	dec := decide(k.seq.table)
@@ -873,7 +882,7 @@ func (k *Kernel) retire(ctx context.Context, op string, s *session, id caps.Gran
 			e.Params = []byte(grantList(ended))
 		}
 	}
-	p, err := k.led.Append(ctx, e)
+	p, err := k.led.AppendNow(e)
 	// Cut after the entry has its seq: the calls it cancels record their
 	// end after it.
 	k.cut(ended)

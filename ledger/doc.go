@@ -143,6 +143,10 @@
 //  2. Append entries from any number of goroutines. Append assigns the seq
 //     at once, in call order, and queues the entry; it blocks only when
 //     MaxPending entries are waiting (backpressure, never unbounded memory).
+//     A caller that appends under a lock of its own takes the room first
+//     (Reserve or TryReserve, then AppendReserved), or waits for room
+//     before taking the lock (WaitRoom) and appends inside without waiting
+//     (AppendNow, which goes beyond MaxPending rather than wait).
 //  3. One encoder goroutine takes what is queued (at most MaxBatch entries),
 //     builds envelopes, bodies, tree hashes and index postings in seq order,
 //     and hands the batch to one writer goroutine, which commits it as one

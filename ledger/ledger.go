@@ -461,6 +461,7 @@ type Pending struct {
 	bodyCIDs [2]cid.Cid
 	done     chan struct{}
 	err      error
+	slot     bool // holds room in the ledger (AppendNow may go beyond)
 }
 
 // Seq returns the entry's sequence number, fixed when it was appended.
@@ -536,13 +537,42 @@ func (l *Ledger) Unreserve() { <-l.slots }
 // not wait for the disk, except to read a subject's secret the first time
 // the subject appears since the ledger was opened.
 func (l *Ledger) AppendReserved(e Entry) (*Pending, error) {
+	return l.append(e, true)
+}
+
+// AppendNow is Append that never waits for room: when MaxPending entries
+// are already waiting, e is taken all the same, beyond the bound. It is
+// for a caller that must not wait inside a critical section of its own
+// and that waited for room (WaitRoom) before entering it, which keeps the
+// excess to the entries such sections append at once.
+func (l *Ledger) AppendNow(e Entry) (*Pending, error) {
+	return l.append(e, l.TryReserve())
+}
+
+// WaitRoom waits, no longer than ctx allows, until fewer than MaxPending
+// entries are waiting to be durable, and takes nothing.
+func (l *Ledger) WaitRoom(ctx context.Context) error {
+	if err := l.Reserve(ctx); err != nil {
+		return err
+	}
+	l.Unreserve()
+	return nil
+}
+
+// append queues e; slot says whether it holds room (given back when it
+// is done, or at once if e is refused).
+func (l *Ledger) append(e Entry, slot bool) (*Pending, error) {
+	refuse := func(err error) (*Pending, error) {
+		if slot {
+			<-l.slots
+		}
+		return nil, err
+	}
 	if l.signer == nil {
-		<-l.slots
-		return nil, ErrReadOnly
+		return refuse(ErrReadOnly)
 	}
 	if err := validateEntry(&e); err != nil {
-		<-l.slots
-		return nil, err
+		return refuse(err)
 	}
 	if e.Subject != "" {
 		if _, ok := l.subjects.Load(e.Subject); !ok {
@@ -550,31 +580,26 @@ func (l *Ledger) AppendReserved(e Entry) (*Pending, error) {
 			forgotten := l.forgetting[e.Subject]
 			l.mu.Unlock()
 			if forgotten {
-				<-l.slots
-				return nil, fmt.Errorf("%w: %s", ErrForgotten, e.Subject)
+				return refuse(fmt.Errorf("%w: %s", ErrForgotten, e.Subject))
 			}
 			if err := l.loadSubject(context.Background(), e.Subject); err != nil {
-				<-l.slots
-				return nil, err
+				return refuse(err)
 			}
 		}
 	}
-	p := &Pending{entry: e, done: make(chan struct{})}
+	p := &Pending{entry: e, done: make(chan struct{}), slot: slot}
 	l.mu.Lock()
 	if l.closing {
 		l.mu.Unlock()
-		<-l.slots
-		return nil, ErrClosed
+		return refuse(ErrClosed)
 	}
 	if f := l.failed.Load(); f != nil {
 		l.mu.Unlock()
-		<-l.slots
-		return nil, *f
+		return refuse(*f)
 	}
 	if e.Subject != "" && l.forgetting[e.Subject] {
 		l.mu.Unlock()
-		<-l.slots
-		return nil, fmt.Errorf("%w: %s", ErrForgotten, e.Subject)
+		return refuse(fmt.Errorf("%w: %s", ErrForgotten, e.Subject))
 	}
 	p.seq = l.nextSeq
 	l.nextSeq++
@@ -992,7 +1017,9 @@ func (l *Ledger) syncLoop(in <-chan *batch) {
 			for _, p := range b.items {
 				p.err = err
 				close(p.done)
-				<-l.slots
+				if p.slot {
+					<-l.slots
+				}
 			}
 		}
 	}

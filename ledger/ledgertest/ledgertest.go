@@ -635,6 +635,16 @@ func testBackpressure(t *testing.T, h Harness) {
 	if err := l.Reserve(short); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("reserve beyond MaxPending: %v, want DeadlineExceeded", err)
 	}
+	if err := l.WaitRoom(short); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("WaitRoom beyond MaxPending: %v, want DeadlineExceeded", err)
+	}
+	// AppendNow takes an entry beyond the bound, without waiting; its
+	// completion gives back no room it did not take.
+	over, err := l.AppendNow(entry(8))
+	if err != nil {
+		t.Fatalf("AppendNow beyond MaxPending: %v", err)
+	}
+	ps = append(ps, over)
 	close(s.release)
 	for _, p := range ps {
 		if err := p.Wait(ctx); err != nil {
@@ -651,23 +661,29 @@ func testBackpressure(t *testing.T, h Harness) {
 			t.Fatal("an entry without a kind was accepted")
 		}
 	}
+	if err := l.WaitRoom(ctx); err != nil {
+		t.Fatal(err)
+	}
 	var rs []*ledger.Pending
 	for i := 0; i < 8; i++ {
 		if !l.TryReserve() {
 			t.Fatalf("TryReserve %d: room was not given back", i)
 		}
-		p, err := l.AppendReserved(entry(8 + i))
+		p, err := l.AppendReserved(entry(9 + i))
 		if err != nil {
 			t.Fatal(err)
 		}
 		rs = append(rs, p)
+	}
+	if l.TryReserve() {
+		t.Fatal("room beyond MaxPending after an AppendNow beyond it")
 	}
 	for _, p := range rs {
 		if err := p.Wait(ctx); err != nil {
 			t.Fatal(err)
 		}
 	}
-	appendAll(t, l, 16, 10)
+	appendAll(t, l, 17, 10)
 	if err := l.Close(); err != nil {
 		t.Fatal(err)
 	}
