@@ -57,6 +57,9 @@ func (k *Kernel) Forget(ctx context.Context, actor, subject string) (*ledger.Era
 		s.hangUp("data subject forgotten", "logout")
 	}
 	now := k.now().UnixNano()
+	if err := k.led.WaitRoom(ctx); err != nil {
+		return nil, &Error{Op: op, Kind: Failed, Cause: err}
+	}
 	k.seq.mu.Lock()
 	var revs []caps.Revocation
 	for g := range k.seq.table.Grants() {
