@@ -487,8 +487,7 @@ func TestReleaseAfterBacklog(t *testing.T) {
 		defer rel()
 		futs[i] = f
 	}
-	gate.Release()
-	time.Sleep(50 * time.Millisecond) // the release is handled while the calls wait
+	gate.Release() // its last reference: the gate shuts down now, calls waiting
 	hk.store.release()
 	for i, f := range futs {
 		if _, err := f.Struct(); err != nil {
