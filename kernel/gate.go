@@ -466,7 +466,8 @@ func (k *Kernel) admit(c *gcall) {
 	// The driver's context has the call's values (its span) but not its
 	// cancellation: an admitted call runs to its end at the driver, and
 	// its return entry records how it ended, whether or not its caller
-	// is still there. Only the grant's end (ground) cuts it short.
+	// is still there. Only the end of its grant or of its session (ground,
+	// groundSession) cuts it short.
 	c.dctx, c.cancel = context.WithCancelCause(context.WithoutCancel(c.ctx))
 	k.seq.fly(c)
 	// The driver gets the caller's params, every capability in them
@@ -483,11 +484,10 @@ func (k *Kernel) admit(c *gcall) {
 		// called once the sequencer is free.
 		k.seq.mu.Unlock()
 		target.RecvCall(c.dctx, recv)
-		target.Release()
-		return
+	} else {
+		target.RecvCall(c.dctx, recv)
+		k.seq.mu.Unlock()
 	}
-	target.RecvCall(c.dctx, recv)
-	k.seq.mu.Unlock()
 	target.Release()
 }
 
