@@ -538,11 +538,11 @@ func (c *gcall) cut(cause error) {
 }
 
 // returned records the driver's answer (or the end of the call's grant or
-// session, whichever comes first) as the call's return entry (Ref = the call's
-// seq, result body = canonical bytes of the results, or Reason = the
-// error), copies the results to the caller wrapping every capability in a
-// gate of the gate's direction, and queues the answer until the entry is
-// durable.
+// session, whichever comes first) as the call's return entry (Ref = the
+// call's seq, result body = canonical bytes of the results, or Reason =
+// the error), copies the results to the caller wrapping every capability
+// in a gate of the gate's direction, and queues the answer until the
+// entry is durable.
 func (c *gcall) returned(res capnp.Struct, cerr error) {
 	if !c.done.CompareAndSwap(false, true) {
 		return
