@@ -93,7 +93,8 @@
 //     (ledger.TryReserve). When the ledger is full (MaxPending entries not
 //     yet durable), the call joins the gate's backlog instead, which a
 //     goroutine admits in order as room appears, and later calls on the
-//     gate queue behind it: a receive loop never waits for the disk. It
+//     gate queue behind it (at most MaxInFlight; beyond, overloaded, as a
+//     driver calling a listener counts against no connection): a receive loop never waits for the disk. It
 //     waits for the sequencer (below), which is never held waiting for
 //     the disk either: logins, logouts and disconnects take their room
 //     before entering it (ledger.Reserve); an open, a delegation, a

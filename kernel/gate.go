@@ -343,12 +343,22 @@ func (g *gate) Recv(ctx context.Context, r capnp.Recv) capnp.PipelineCaller {
 }
 
 // recv admits c now if the gate has no backlog and the ledger has room for
-// its entry; otherwise c joins the backlog.
+// its entry; otherwise c joins the backlog. The backlog holds at most
+// MaxInFlight calls: beyond it a call is refused as overloaded and not
+// recorded, as beyond a connection's bound (a driver calling a listener
+// counts against no connection).
 func (g *gate) recv(c *gcall) {
 	g.qmu.Lock()
 	if len(g.backlog) == 0 && g.k.led.TryReserve() {
 		g.qmu.Unlock()
 		g.k.admit(c)
+		return
+	}
+	if len(g.backlog) >= g.k.cfg.MaxInFlight {
+		g.qmu.Unlock()
+		g.k.tel.overloaded.Add(context.Background(), 1)
+		c.err = overloaded(c.m.MethodName)
+		c.answer()
 		return
 	}
 	g.backlog = append(g.backlog, c)

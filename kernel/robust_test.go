@@ -285,7 +285,7 @@ type heldKernel struct {
 	sock  string
 }
 
-func newHeldKernel(t *testing.T, maxPending int, drivers func(map[string]capnp.Client)) *heldKernel {
+func newHeldKernel(t *testing.T, maxPending int, config func(*kernel.Config)) *heldKernel {
 	t.Helper()
 	dir := t.TempDir()
 	badger, err := ledger.OpenBadger(filepath.Join(dir, "ledger"), ledger.BadgerOptions{})
@@ -303,15 +303,15 @@ func newHeldKernel(t *testing.T, maxPending int, drivers func(map[string]capnp.C
 	t.Cleanup(func() { led.Close() })
 	top := kerneltest.Building(seed, 1)
 	fakes := kerneltest.NewFakes(top, time.Now)
-	ds := fakes.Drivers()
-	if drivers != nil {
-		drivers(ds)
-	}
-	k, err := kernel.New(kernel.Config{
+	cfg := kernel.Config{
 		Ledger: led, Topology: top, Now: time.Now, Rand: bytes.NewReader(bytes.Repeat([]byte{7}, 1<<16)),
 		Policy:  []caps.PolicyFile{{Name: "test.cedar", Text: kerneltest.Policy}},
-		Drivers: ds,
-	})
+		Drivers: fakes.Drivers(),
+	}
+	if config != nil {
+		config(&cfg)
+	}
+	k, err := kernel.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -444,39 +444,32 @@ func (s *grabSensor) Subscribe(ctx context.Context, call schema.Sensor_subscribe
 	return nil
 }
 
-// TestReleaseAfterBacklog: a driver that sends readings and drops its
-// listener at once, while the ledger is full, still has every reading
-// delivered: a gate released with calls in its backlog admits them first.
-func TestReleaseAfterBacklog(t *testing.T) {
-	const sensor = "cam/pem/f1/r1/occupancy"
-	const maxPending = 8
-	gs := &grabSensor{got: make(chan schema.ReadingListener, 1)}
-	hk := newHeldKernel(t, maxPending, func(ds map[string]capnp.Client) {
-		ds[sensor].Release()
-		ds[sensor] = capnp.Client(schema.Sensor_ServerToClient(gs))
-	})
+// listenerGate subscribes a ReadingListener to sensor and returns the
+// listener's inward gate as the sensor's driver holds it.
+func listenerGate(t *testing.T, hk *heldKernel, gs *grabSensor, sensor string, l *listener) schema.ReadingListener {
+	t.Helper()
 	ctx := context.Background()
 	s := hk.login(t, "cam/pem/f1/r1/light-1")
 	cs, _, err := kerneltest.Open(ctx, s, sensor)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer cs[0].Release()
-	l := &listener{got: make(chan float64, 64)}
+	t.Cleanup(cs[0].Release)
 	f, rel := schema.Sensor(cs[0]).Subscribe(ctx, func(p schema.Sensor_subscribe_Params) error {
 		return p.SetListener(schema.ReadingListener_ServerToClient(l))
 	})
+	defer rel()
 	if _, err := f.Struct(); err != nil {
 		t.Fatal(err)
 	}
-	rel()
-	gate := <-gs.got // the listener's inward gate, as the driver holds it
+	return <-gs.got
+}
 
-	hk.store.hold()
-	const n = 2 * maxPending
+// sendReadings makes n pipelined reading calls on gate.
+func sendReadings(t *testing.T, gate schema.ReadingListener, n int) []schema.ReadingListener_reading_Results_Future {
 	futs := make([]schema.ReadingListener_reading_Results_Future, n)
 	for i := range futs {
-		f, rel := gate.Reading(ctx, func(p schema.ReadingListener_reading_Params) error {
+		f, rel := gate.Reading(context.Background(), func(p schema.ReadingListener_reading_Params) error {
 			r, err := p.NewReading()
 			if err != nil {
 				return err
@@ -484,9 +477,34 @@ func TestReleaseAfterBacklog(t *testing.T) {
 			r.SetValue(float64(i))
 			return nil
 		})
-		defer rel()
+		t.Cleanup(rel)
 		futs[i] = f
 	}
+	return futs
+}
+
+// grabbingSensor replaces sensor's driver with gs.
+func grabbingSensor(sensor string, gs *grabSensor) func(*kernel.Config) {
+	return func(c *kernel.Config) {
+		c.Drivers[sensor].Release()
+		c.Drivers[sensor] = capnp.Client(schema.Sensor_ServerToClient(gs))
+	}
+}
+
+// TestReleaseAfterBacklog: a driver that sends readings and drops its
+// listener at once, while the ledger is full, still has every reading
+// delivered: a gate released with calls in its backlog admits them first.
+func TestReleaseAfterBacklog(t *testing.T) {
+	const sensor = "cam/pem/f1/r1/occupancy"
+	const maxPending = 8
+	gs := &grabSensor{got: make(chan schema.ReadingListener, 1)}
+	hk := newHeldKernel(t, maxPending, grabbingSensor(sensor, gs))
+	l := &listener{got: make(chan float64, 64)}
+	gate := listenerGate(t, hk, gs, sensor, l)
+
+	hk.store.hold()
+	const n = 2 * maxPending
+	futs := sendReadings(t, gate, n)
 	gate.Release() // its last reference: the gate shuts down now, calls waiting
 	hk.store.release()
 	for i, f := range futs {
@@ -496,6 +514,43 @@ func TestReleaseAfterBacklog(t *testing.T) {
 	}
 	if len(l.got) != n {
 		t.Errorf("%d readings delivered, want %d", len(l.got), n)
+	}
+}
+
+// TestBacklogBound: a driver calling a listener while the ledger is full
+// fills the gate's backlog only up to MaxInFlight calls; the calls beyond
+// are refused as overloaded, and those queued are delivered once the disk
+// moves.
+func TestBacklogBound(t *testing.T) {
+	const sensor = "cam/pem/f1/r1/occupancy"
+	const maxPending, maxInFlight, n = 8, 4, 40
+	gs := &grabSensor{got: make(chan schema.ReadingListener, 1)}
+	grab := grabbingSensor(sensor, gs)
+	hk := newHeldKernel(t, maxPending, func(c *kernel.Config) {
+		grab(c)
+		c.MaxInFlight = maxInFlight
+	})
+	l := &listener{got: make(chan float64, n)}
+	gate := listenerGate(t, hk, gs, sensor, l)
+	defer gate.Release()
+
+	hk.store.hold()
+	futs := sendReadings(t, gate, n)
+	hk.store.release()
+	var refused int
+	for i, f := range futs {
+		if _, err := f.Struct(); err != nil {
+			if !strings.Contains(err.Error(), "overloaded") {
+				t.Errorf("reading %d: %v", i, err)
+			}
+			refused++
+		}
+	}
+	if refused == 0 || refused > n-maxInFlight {
+		t.Errorf("%d of %d readings refused, want some, and at most %d", refused, n, n-maxInFlight)
+	}
+	if got := len(l.got); got != n-refused {
+		t.Errorf("%d readings delivered, want %d", got, n-refused)
 	}
 }
 
