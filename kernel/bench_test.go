@@ -2,10 +2,12 @@ package kernel_test
 
 import (
 	"context"
+	"sync"
 	"sync/atomic"
 	"testing"
 
 	"github.com/osmose-os/osmose/kernel/kerneltest"
+	"github.com/osmose-os/osmose/ledger"
 )
 
 // benchConns is the number of device connections of the benchmarks, as
@@ -19,20 +21,26 @@ func runBench(b *testing.B, t *kerneltest.Target) {
 			b.Error(err)
 		}
 	}()
+	// Both benchmarks run with the P the ledger's fsyncs need, as the
+	// osmose command does (ledger.SyncProcs).
+	defer ledger.SyncProcs()()
 	ctx := context.Background()
 	var next atomic.Int64
-	// One goroutine per connection.
-	b.SetParallelism((benchConns + 1) / 2)
+	var wg sync.WaitGroup
 	b.ResetTimer()
-	b.RunParallel(func(pb *testing.PB) {
-		l := t.Lights[int(next.Add(1)-1)%len(t.Lights)]
-		for i := 0; pb.Next(); i++ {
-			if err := kerneltest.Call(ctx, l, uint8(i%80)); err != nil {
-				b.Error(err)
-				return
+	// One goroutine per connection, each with one call in flight.
+	for c := range benchConns {
+		l := t.Lights[c%len(t.Lights)]
+		wg.Go(func() {
+			for i := next.Add(1); i <= int64(b.N); i = next.Add(1) {
+				if err := kerneltest.Call(ctx, l, uint8(i%80)); err != nil {
+					b.Error(err)
+					return
+				}
 			}
-		}
-	})
+		})
+	}
+	wg.Wait()
 }
 
 // BenchmarkRawEcho is the baseline: a trivial go-capnp Light server, no

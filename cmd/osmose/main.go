@@ -11,6 +11,8 @@ import (
 	"sort"
 	"strings"
 	"syscall"
+
+	"github.com/osmose-os/osmose/ledger"
 )
 
 // command is one (sub)command of the binary.
@@ -57,6 +59,7 @@ var commands = map[string]command{
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	ledger.SyncProcs()
 	os.Exit(runMain(ctx, &env{stdout: os.Stdout, stderr: os.Stderr}, os.Args[1:]))
 }
 
