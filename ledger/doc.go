@@ -151,7 +151,9 @@
 //     builds envelopes, bodies, tree hashes and index postings in seq order,
 //     and hands the batch to one writer goroutine, which commits it as one
 //     store transaction with one fsync. While a batch is written the next
-//     one forms, so a batch spans at most one write's time.
+//     one forms, so a batch spans at most one write's time. The goroutine
+//     in fsync keeps its P (GOMAXPROCS) for the whole sync, so a process
+//     serving a busy ledger gives itself one P more (SyncProcs).
 //  4. When its batch is durable, an entry's Pending is done: Wait returns
 //     and the caller may answer whoever was waiting for the entry.
 //  5. Read entries (Read, Lookup), prove inclusion and consistency
