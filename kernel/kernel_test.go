@@ -349,15 +349,7 @@ func TestPipelinedCalls(t *testing.T) {
 	for _, r := range h.entries(start) {
 		switch e := r.Envelope; e.Kind {
 		case ledger.KindCall:
-			pm, err := kerneltest.ReadBody(r.Params())
-			if err != nil {
-				t.Fatal(err)
-			}
-			pp, err := schema.ReadRootLight_setLevel_Params(pm)
-			if err != nil {
-				t.Fatal(err)
-			}
-			levels = append(levels, pp.Level())
+			levels = append(levels, setLevelOf(t, r))
 			calls[e.Seq] = true
 		case "return":
 			if !calls[e.Ref] {
@@ -821,4 +813,18 @@ func TestSubscriptionEndsWithExpiry(t *testing.T) {
 		t.Fatalf("reading %v delivered after the grant expired", v)
 	default:
 	}
+}
+
+// setLevelOf returns the level of a recorded Light.setLevel call.
+func setLevelOf(t *testing.T, r *ledger.Record) uint8 {
+	t.Helper()
+	pm, err := kerneltest.ReadBody(r.Params())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pp, err := schema.ReadRootLight_setLevel_Params(pm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pp.Level()
 }

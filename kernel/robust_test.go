@@ -414,15 +414,7 @@ func TestFullLedgerBacklog(t *testing.T) {
 		if r.Envelope.Kind != ledger.KindCall {
 			continue
 		}
-		pm, err := kerneltest.ReadBody(r.Params())
-		if err != nil {
-			t.Fatal(err)
-		}
-		pp, err := schema.ReadRootLight_setLevel_Params(pm)
-		if err != nil {
-			t.Fatal(err)
-		}
-		levels = append(levels, pp.Level())
+		levels = append(levels, setLevelOf(t, r))
 	}
 	if len(levels) != n {
 		t.Fatalf("%d call entries, want %d", len(levels), n)
