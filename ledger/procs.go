@@ -8,7 +8,9 @@ import (
 // SyncProcs gives the process one P (GOMAXPROCS) more than it has, for the
 // goroutine a syncing ledger keeps in fsync, and returns a function that
 // puts the previous value back. It does nothing when the GOMAXPROCS
-// environment variable is set: the operator has chosen.
+// environment variable is set: the operator has chosen. Like any call to
+// runtime.GOMAXPROCS, it ends the runtime's own updates of GOMAXPROCS when
+// the process's CPU limit changes.
 //
 // Go's runtime lets a goroutine in a system call keep its P until sysmon
 // takes the P back, and under steady load sysmon's ticks are too far apart
