@@ -592,16 +592,36 @@ func testPersonalBodies(t *testing.T, h Harness) {
 	}
 }
 
-// slowStore holds every Sync until released.
+// slowStore holds every Sync until released, and again after hold.
 type slowStore struct {
 	ledger.Store
-	release chan struct{}
-	fail    chan error
+	fail chan error
+
+	mu      sync.Mutex
+	release chan struct{} // closed while syncs go through
+}
+
+func newSlowStore(base ledger.Store, fail chan error) *slowStore {
+	return &slowStore{Store: base, fail: fail, release: make(chan struct{})}
+}
+
+func (s *slowStore) gate() chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.release
+}
+
+// open lets syncs through; hold stops those that start after it.
+func (s *slowStore) open() { close(s.gate()) }
+func (s *slowStore) hold() {
+	s.mu.Lock()
+	s.release = make(chan struct{})
+	s.mu.Unlock()
 }
 
 func (s *slowStore) Sync(ctx context.Context, k ds.Key) error {
 	select {
-	case <-s.release:
+	case <-s.gate():
 	case err := <-s.fail:
 		return err
 	}
@@ -614,7 +634,7 @@ func testBackpressure(t *testing.T, h Harness) {
 	ctx := context.Background()
 	l := open(t, base, ledger.Options{})
 	l.Close()
-	s := &slowStore{Store: base, release: make(chan struct{}), fail: make(chan error)}
+	s := newSlowStore(base, make(chan error))
 	l = open(t, s, ledger.Options{MaxPending: 8, MaxBatch: 4})
 	var ps []*ledger.Pending
 	for i := 0; i < 8; i++ {
@@ -645,7 +665,7 @@ func testBackpressure(t *testing.T, h Harness) {
 		t.Fatalf("AppendNow beyond MaxPending: %v", err)
 	}
 	ps = append(ps, over)
-	close(s.release)
+	s.open()
 	for _, p := range ps {
 		if err := p.Wait(ctx); err != nil {
 			t.Fatal(err)
@@ -664,6 +684,9 @@ func testBackpressure(t *testing.T, h Harness) {
 	if err := l.WaitRoom(ctx); err != nil {
 		t.Fatal(err)
 	}
+	// Syncs held again, MaxPending entries fill the ledger: the entry
+	// AppendNow took beyond the bound has left no room behind.
+	s.hold()
 	var rs []*ledger.Pending
 	for i := 0; i < 8; i++ {
 		if !l.TryReserve() {
@@ -678,6 +701,7 @@ func testBackpressure(t *testing.T, h Harness) {
 	if l.TryReserve() {
 		t.Fatal("room beyond MaxPending after an AppendNow beyond it")
 	}
+	s.open()
 	for _, p := range rs {
 		if err := p.Wait(ctx); err != nil {
 			t.Fatal(err)
@@ -695,7 +719,7 @@ func testWriteFailure(t *testing.T, h Harness) {
 	l := open(t, base, ledger.Options{})
 	appendAll(t, l, 0, 20)
 	l.Close()
-	s := &slowStore{Store: base, release: make(chan struct{}), fail: make(chan error, 1)}
+	s := newSlowStore(base, make(chan error, 1))
 	l = open(t, s, ledger.Options{})
 	s.fail <- errors.New("disk on fire")
 	p, err := l.Append(ctx, entry(20))
