@@ -22,11 +22,17 @@ directory, with --conns client connections each making one call at a time:
  1. raw: a trivial go-capnp Light server (no kernel, no ledger);
  2. kernel: the same Light.setLevel calls from --conns logged-in device
     programs through kernel gates (caps admission, call and return entries
-    on a Badger ledger, answered when durable) to in-memory fake drivers.
+    on a Badger ledger, answered when durable) to in-memory fake drivers;
+ 3. kernel-memory: the same kernel on the in-memory ledger store (no disk,
+    not durable), which shows what the disk's syncs cost the kernel;
+ 4. sync: the disk alone: one writer commits 16 KiB to a Badger store in
+    the same directory and syncs, 200 times (about one group commit of
+    the kernel run each).
 
-Each run measures raw then kernel; the medians over --runs runs are
+Each run measures them in that order; the medians over --runs runs are
 reported: calls/s, p50 and p99 latency, the throughput ratio kernel/raw
-(target >= 0.7) and the p99 latency the kernel adds (target <= 1 ms).`
+(target >= 0.7), the p99 latency the kernel adds (target <= 1 ms), the
+ratio kernel-memory/raw, and the sync latency.`
 
 type benchKernelResult struct {
 	Conns       int                 `json:"conns"`
@@ -41,7 +47,19 @@ type benchKernelResult struct {
 	AllRaw      []kerneltest.Result `json:"all_raw"`
 	AllKernel   []kerneltest.Result `json:"all_kernel"`
 	RatioTarget float64             `json:"ratio_target"`
+	// Diagnostics: the kernel without the disk, and the disk alone.
+	KernelMemory    kerneltest.Result       `json:"kernel_memory"`
+	RatioMemory     float64                 `json:"ratio_memory"`
+	AllKernelMemory []kerneltest.Result     `json:"all_kernel_memory"`
+	Sync            kerneltest.SyncResult   `json:"sync"`
+	AllSync         []kerneltest.SyncResult `json:"all_sync"`
 }
+
+// Sync baseline of bench kernel: syncs per run, bytes per sync.
+const (
+	benchSyncs     = 200
+	benchSyncBytes = 16 << 10
+)
 
 func runBenchKernel(ctx context.Context, e *env, args []string) error {
 	fs := newFlags(e, "bench kernel", "bench kernel [--conns 64] [--calls N] [--runs 3] [--dir DIR] [--json]")
@@ -65,16 +83,19 @@ func runBenchKernel(ctx context.Context, e *env, args []string) error {
 	}
 	res := benchKernelResult{Conns: *conns, Calls: *calls, Runs: *runs, CPUs: runtime.NumCPU(), Go: runtime.Version(), RatioTarget: 0.7}
 	for i := range *runs {
-		for _, kind := range []string{"raw", "kernel"} {
+		for _, kind := range []string{"raw", "kernel", "kernel-memory"} {
 			tmp, err := os.MkdirTemp(*dir, "osmose-bench-kernel-")
 			if err != nil {
 				return failf("bench: %v", err)
 			}
 			var t *kerneltest.Target
-			if kind == "raw" {
+			switch kind {
+			case "raw":
 				t, err = kerneltest.EchoTarget(ctx, tmp, *conns)
-			} else {
+			case "kernel":
 				t, err = kerneltest.KernelTarget(ctx, tmp, *conns)
+			default:
+				t, err = kerneltest.MemoryKernelTarget(ctx, tmp, *conns)
 			}
 			if err != nil {
 				os.RemoveAll(tmp)
@@ -90,18 +111,32 @@ func runBenchKernel(ctx context.Context, e *env, args []string) error {
 				return failf("bench %s: close: %v", kind, cerr)
 			}
 			if !*asJSON {
-				fmt.Fprintf(e.stderr, "run %d %-6s %8.0f calls/s  p50 %7.0f µs  p99 %7.0f µs\n", i+1, kind, r.CallsPerSec, r.P50us, r.P99us)
+				fmt.Fprintf(e.stderr, "run %d %-13s %8.0f calls/s  p50 %7.0f µs  p99 %7.0f µs\n", i+1, kind, r.CallsPerSec, r.P50us, r.P99us)
 			}
-			if kind == "raw" {
+			switch kind {
+			case "raw":
 				res.AllRaw = append(res.AllRaw, r)
-			} else {
+			case "kernel":
 				res.AllKernel = append(res.AllKernel, r)
+			default:
+				res.AllKernelMemory = append(res.AllKernelMemory, r)
 			}
 		}
+		sr, err := benchSync(ctx, *dir)
+		if err != nil {
+			return failf("bench sync: %v", err)
+		}
+		if !*asJSON {
+			fmt.Fprintf(e.stderr, "run %d %-13s %8d syncs    p50 %7.0f µs  p99 %7.0f µs\n", i+1, "sync", sr.Syncs, sr.P50us, sr.P99us)
+		}
+		res.AllSync = append(res.AllSync, sr)
 	}
 	res.Raw, res.Kernel = median(res.AllRaw), median(res.AllKernel)
 	res.Ratio = res.Kernel.CallsPerSec / res.Raw.CallsPerSec
 	res.AddedP99us = res.Kernel.P99us - res.Raw.P99us
+	res.KernelMemory = median(res.AllKernelMemory)
+	res.RatioMemory = res.KernelMemory.CallsPerSec / res.Raw.CallsPerSec
+	res.Sync = medianSync(res.AllSync)
 	if *asJSON {
 		enc := json.NewEncoder(e.stdout)
 		enc.SetIndent("", "  ")
@@ -110,7 +145,37 @@ func runBenchKernel(ctx context.Context, e *env, args []string) error {
 	fmt.Fprintf(e.stdout, "raw     %8.0f calls/s  p50 %7.0f µs  p99 %7.0f µs\n", res.Raw.CallsPerSec, res.Raw.P50us, res.Raw.P99us)
 	fmt.Fprintf(e.stdout, "kernel  %8.0f calls/s  p50 %7.0f µs  p99 %7.0f µs\n", res.Kernel.CallsPerSec, res.Kernel.P50us, res.Kernel.P99us)
 	fmt.Fprintf(e.stdout, "ratio   %.2f (target >= %.1f); added p99 %.0f µs (target <= 1000)\n", res.Ratio, res.RatioTarget, res.AddedP99us)
+	fmt.Fprintf(e.stdout, "without the disk (in-memory ledger, not durable): %8.0f calls/s  p99 %7.0f µs  ratio %.2f\n", res.KernelMemory.CallsPerSec, res.KernelMemory.P99us, res.RatioMemory)
+	fmt.Fprintf(e.stdout, "the disk alone (16 KiB commit + sync): p50 %.0f µs  p99 %.0f µs\n", res.Sync.P50us, res.Sync.P99us)
 	return nil
+}
+
+// benchSync measures the disk's sync latency in a temporary directory
+// under dir.
+func benchSync(ctx context.Context, dir string) (kerneltest.SyncResult, error) {
+	tmp, err := os.MkdirTemp(dir, "osmose-bench-sync-")
+	if err != nil {
+		return kerneltest.SyncResult{}, err
+	}
+	defer os.RemoveAll(tmp)
+	return kerneltest.SyncLatency(ctx, tmp, benchSyncs, benchSyncBytes)
+}
+
+// medianSync returns the median p50, p99 and maximum of the sync runs.
+func medianSync(rs []kerneltest.SyncResult) kerneltest.SyncResult {
+	by := func(f func(kerneltest.SyncResult) float64) float64 {
+		v := make([]float64, len(rs))
+		for i, r := range rs {
+			v[i] = f(r)
+		}
+		slices.Sort(v)
+		return v[len(v)/2]
+	}
+	m := rs[0]
+	m.P50us = by(func(r kerneltest.SyncResult) float64 { return r.P50us })
+	m.P99us = by(func(r kerneltest.SyncResult) float64 { return r.P99us })
+	m.MaxUs = by(func(r kerneltest.SyncResult) float64 { return r.MaxUs })
+	return m
 }
 
 // median returns the run with the median throughput, with the median p50

@@ -17,6 +17,8 @@ import (
 	"capnproto.org/go/capnp/v3/rpc"
 	"capnproto.org/go/capnp/v3/rpc/transport"
 
+	ds "github.com/ipfs/go-datastore"
+
 	"github.com/osmose-os/osmose/caps"
 	"github.com/osmose-os/osmose/kernel"
 	"github.com/osmose-os/osmose/ledger"
@@ -102,16 +104,27 @@ func EchoTarget(ctx context.Context, dir string, conns int) (*Target, error) {
 // serving a Unix socket there, and logs conns device programs in, each of
 // which opens the other light of its own room: gated, ledgered calls.
 func KernelTarget(ctx context.Context, dir string, conns int) (*Target, error) {
-	t := &Target{}
-	fail := func(err error) (*Target, error) {
-		t.Close()
-		return nil, err
-	}
 	store, err := ledger.OpenBadger(filepath.Join(dir, "ledger"), ledger.BadgerOptions{})
 	if err != nil {
 		return nil, err
 	}
-	t.close = append(t.close, store.Close)
+	return kernelTarget(ctx, dir, conns, store)
+}
+
+// MemoryKernelTarget is KernelTarget on the in-memory ledger store: the
+// same gates, entries and group commits, but no disk and nothing durable.
+// Against KernelTarget it shows what the disk's syncs cost the kernel.
+func MemoryKernelTarget(ctx context.Context, dir string, conns int) (*Target, error) {
+	return kernelTarget(ctx, dir, conns, ledger.NewMemStore())
+}
+
+// kernelTarget is KernelTarget on store, which it closes with the target.
+func kernelTarget(ctx context.Context, dir string, conns int, store ledger.Store) (*Target, error) {
+	t := &Target{close: []func() error{store.Close}}
+	fail := func(err error) (*Target, error) {
+		t.Close()
+		return nil, err
+	}
 	_, key, err := ed25519.GenerateKey(crand.Reader)
 	if err != nil {
 		return fail(err)
@@ -232,5 +245,55 @@ func Measure(ctx context.Context, name string, t *Target, calls int) (Result, er
 	return Result{
 		Name: name, Conns: n, Calls: len(all), Seconds: elapsed.Seconds(),
 		CallsPerSec: float64(len(all)) / elapsed.Seconds(), P50us: q(0.50), P99us: q(0.99),
+	}, nil
+}
+
+// SyncResult is the latency of the ledger store's durable writes alone.
+type SyncResult struct {
+	Syncs int     `json:"syncs"`
+	Bytes int     `json:"bytes"`
+	P50us float64 `json:"p50_us"`
+	P99us float64 `json:"p99_us"`
+	MaxUs float64 `json:"max_us"`
+}
+
+// SyncLatency measures the disk under a ledger in dir: on a Badger store
+// opened as the ledger opens it, one writer commits n transactions of one
+// value of size bytes, each followed by a Sync, and the time of each
+// commit and sync is reported. A group commit of the kernel benchmark
+// (about 32 entries) writes about 16 KiB.
+func SyncLatency(ctx context.Context, dir string, n, size int) (res SyncResult, err error) {
+	store, err := ledger.OpenBadger(dir, ledger.BadgerOptions{})
+	if err != nil {
+		return SyncResult{}, err
+	}
+	defer func() { err = errors.Join(err, store.Close()) }()
+	value := make([]byte, size)
+	lat := make([]time.Duration, 0, n)
+	for i := range n {
+		value[0], value[1] = byte(i), byte(i>>8) // distinct values
+		t0 := time.Now()
+		txn, err := store.NewTransaction(ctx, false)
+		if err != nil {
+			return SyncResult{}, err
+		}
+		err = txn.Put(ctx, ds.NewKey(fmt.Sprintf("/sync/%08d", i)), value)
+		if err == nil {
+			err = txn.Commit(ctx)
+		}
+		txn.Discard(ctx)
+		if err == nil {
+			err = store.Sync(ctx, ds.NewKey("/"))
+		}
+		if err != nil {
+			return SyncResult{}, fmt.Errorf("sync %d: %w", i, err)
+		}
+		lat = append(lat, time.Since(t0))
+	}
+	slices.Sort(lat)
+	us := func(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e3 }
+	return SyncResult{
+		Syncs: n, Bytes: size,
+		P50us: us(lat[n/2]), P99us: us(lat[(n-1)*99/100]), MaxUs: us(lat[n-1]),
 	}, nil
 }
