@@ -63,3 +63,14 @@ func BenchmarkGatedCall(b *testing.B) {
 	}
 	runBench(b, t)
 }
+
+// BenchmarkGatedCallMemory: BenchmarkGatedCall on the in-memory ledger
+// store, no disk and nothing durable: against BenchmarkGatedCall it shows
+// what the disk's syncs cost a gated call.
+func BenchmarkGatedCallMemory(b *testing.B) {
+	t, err := kerneltest.MemoryKernelTarget(context.Background(), b.TempDir(), benchConns)
+	if err != nil {
+		b.Fatal(err)
+	}
+	runBench(b, t)
+}
