@@ -26,6 +26,10 @@ type telemetry struct {
 	conns      metric.Int64UpDownCounter
 
 	admitOpt, denyOpt metric.MeasurementOption
+	// The same, as the variadic options of a gated call's measurements,
+	// built once: a call's own would be allocated on every call.
+	admitAdd, denyAdd []metric.AddOption
+	admitRec, denyRec []metric.RecordOption
 }
 
 func newTelemetry(tp trace.TracerProvider, mp metric.MeterProvider) (*telemetry, error) {
@@ -41,6 +45,8 @@ func newTelemetry(tp trace.TracerProvider, mp metric.MeterProvider) (*telemetry,
 		admitOpt: metric.WithAttributeSet(attribute.NewSet(attribute.String("decision", "admit"))),
 		denyOpt:  metric.WithAttributeSet(attribute.NewSet(attribute.String("decision", "deny"))),
 	}
+	t.admitAdd, t.denyAdd = []metric.AddOption{t.admitOpt}, []metric.AddOption{t.denyOpt}
+	t.admitRec, t.denyRec = []metric.RecordOption{t.admitOpt}, []metric.RecordOption{t.denyOpt}
 	var err error
 	if t.calls, err = m.Int64Counter("osmose.kernel.calls", metric.WithDescription("Gated calls, by decision.")); err != nil {
 		return nil, err
@@ -63,12 +69,12 @@ func newTelemetry(tp trace.TracerProvider, mp metric.MeterProvider) (*telemetry,
 
 // done records a finished gated call on its span and in the metrics.
 func (t *telemetry) done(ctx context.Context, span trace.Span, g *gate, m capnp.Method, admitted bool, reason string, start, end int64) {
-	opt := t.admitOpt
+	add, rec := t.admitAdd, t.admitRec
 	if !admitted {
-		opt = t.denyOpt
+		add, rec = t.denyAdd, t.denyRec
 	}
-	t.calls.Add(ctx, 1, opt)
-	t.latency.Record(ctx, float64(end-start)/1e9, opt)
+	t.calls.Add(ctx, 1, add...)
+	t.latency.Record(ctx, float64(end-start)/1e9, rec...)
 	if span.IsRecording() {
 		span.SetName("gate " + m.InterfaceName + "." + m.MethodName)
 		span.SetAttributes(spanAttrs(g, m, admitted, reason)...)
