@@ -158,14 +158,20 @@ func blockCID(block []byte) cid.Cid {
 }
 
 func cidFromDigest(d []byte) cid.Cid {
-	var b [36]byte
+	c, _ := cidAndBytes(d)
+	return c
+}
+
+// cidAndBytes returns the CID of a sha2-256 digest and its binary form
+// (which c.Bytes would copy out again).
+func cidAndBytes(d []byte) (c cid.Cid, b [36]byte) {
 	copy(b[:], cidPrefix)
 	copy(b[4:], d)
 	c, err := cid.Cast(b[:])
 	if err != nil {
 		panic(err) // the prefix is constant and valid
 	}
-	return c
+	return c, b
 }
 
 // digestOf returns the sha2-256 digest of a CID made by blockCID, or false

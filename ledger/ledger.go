@@ -753,7 +753,8 @@ func (l *Ledger) encode(items []*Pending) *batch {
 		env.Params, env.Result = p.bodyCIDs[0], p.bodyCIDs[1]
 		scratch = appendEnvelope(scratch[:0], &env)
 		envBytes := scratch
-		c := blockCID(envBytes)
+		d := sha256.Sum256(envBytes)
+		c, cidBytes := cidAndBytes(d[:])
 		p.cid = c
 		// The record: the envelope, then the bodies that are not personal.
 		personal := e.Subject != ""
@@ -774,7 +775,7 @@ func (l *Ledger) encode(items []*Pending) *batch {
 		if personal && (bodies[0] != nil || bodies[1] != nil) {
 			b.puts = append(b.puts, kv{personalKey(e.Subject, p.seq), personalValue(bodies)})
 		}
-		l.tree.append(leafHash(c.Bytes()))
+		l.tree.append(leafHash(cidBytes[:]))
 		if l.tree.size%l.opts.CheckpointEvery == 0 {
 			if kvs, err := l.checkpointPut(); err == nil {
 				b.puts = append(b.puts, kvs)
