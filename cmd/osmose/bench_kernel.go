@@ -163,36 +163,30 @@ func benchSync(ctx context.Context, dir string) (kerneltest.SyncResult, error) {
 
 // medianSync returns the median p50, p99 and maximum of the sync runs.
 func medianSync(rs []kerneltest.SyncResult) kerneltest.SyncResult {
-	by := func(f func(kerneltest.SyncResult) float64) float64 {
-		v := make([]float64, len(rs))
-		for i, r := range rs {
-			v[i] = f(r)
-		}
-		slices.Sort(v)
-		return v[len(v)/2]
-	}
 	m := rs[0]
-	m.P50us = by(func(r kerneltest.SyncResult) float64 { return r.P50us })
-	m.P99us = by(func(r kerneltest.SyncResult) float64 { return r.P99us })
-	m.MaxUs = by(func(r kerneltest.SyncResult) float64 { return r.MaxUs })
+	m.P50us = medianBy(rs, func(r kerneltest.SyncResult) float64 { return r.P50us })
+	m.P99us = medianBy(rs, func(r kerneltest.SyncResult) float64 { return r.P99us })
+	m.MaxUs = medianBy(rs, func(r kerneltest.SyncResult) float64 { return r.MaxUs })
 	return m
 }
 
 // median returns the run with the median throughput, with the median p50
 // and p99 of all runs.
 func median(rs []kerneltest.Result) kerneltest.Result {
-	by := func(f func(kerneltest.Result) float64) float64 {
-		v := make([]float64, len(rs))
-		for i, r := range rs {
-			v[i] = f(r)
-		}
-		slices.Sort(v)
-		return v[len(v)/2]
-	}
 	m := rs[0]
-	m.CallsPerSec = by(func(r kerneltest.Result) float64 { return r.CallsPerSec })
-	m.P50us = by(func(r kerneltest.Result) float64 { return r.P50us })
-	m.P99us = by(func(r kerneltest.Result) float64 { return r.P99us })
-	m.Seconds = by(func(r kerneltest.Result) float64 { return r.Seconds })
+	m.CallsPerSec = medianBy(rs, func(r kerneltest.Result) float64 { return r.CallsPerSec })
+	m.P50us = medianBy(rs, func(r kerneltest.Result) float64 { return r.P50us })
+	m.P99us = medianBy(rs, func(r kerneltest.Result) float64 { return r.P99us })
+	m.Seconds = medianBy(rs, func(r kerneltest.Result) float64 { return r.Seconds })
 	return m
+}
+
+// medianBy returns the median of f over rs.
+func medianBy[T any](rs []T, f func(T) float64) float64 {
+	v := make([]float64, len(rs))
+	for i, r := range rs {
+		v[i] = f(r)
+	}
+	slices.Sort(v)
+	return v[len(v)/2]
 }
