@@ -263,6 +263,9 @@ type SyncResult struct {
 // commit and sync is reported. A group commit of the kernel benchmark
 // (about 32 entries) writes about 16 KiB.
 func SyncLatency(ctx context.Context, dir string, n, size int) (res SyncResult, err error) {
+	if n < 1 || size < 2 {
+		return SyncResult{}, fmt.Errorf("sync latency: %d syncs of %d bytes: need at least 1 sync of 2 bytes", n, size)
+	}
 	store, err := ledger.OpenBadger(dir, ledger.BadgerOptions{})
 	if err != nil {
 		return SyncResult{}, err
