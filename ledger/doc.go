@@ -155,7 +155,12 @@
 //     in fsync keeps its P (GOMAXPROCS) for the whole sync, so a process
 //     serving a busy ledger gives itself one P more (SyncProcs).
 //  4. When its batch is durable, an entry's Pending is done: Wait returns
-//     and the caller may answer whoever was waiting for the entry.
+//     and the caller may answer whoever was waiting for the entry. With
+//     Options.MeterProvider, each sync records its duration, and each
+//     batch its size and its lag (from the append of its first entry
+//     until it is durable); a gauge reports the entries pending. A
+//     kernel's call waits for its return entry, so the lag is the part of
+//     a call's latency that the ledger adds.
 //  5. Read entries (Read, Lookup), prove inclusion and consistency
 //     (ProveInclusion, ProveConsistency), sign a checkpoint of the durable
 //     tree (Checkpoint), and Verify everything. List the data subjects

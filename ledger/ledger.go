@@ -15,9 +15,11 @@ import (
 	"log/slog"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/ipfs/go-cid"
 	ds "github.com/ipfs/go-datastore"
+	"go.opentelemetry.io/otel/metric"
 	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
 )
@@ -65,6 +67,10 @@ type Options struct {
 	Reindex bool
 	// Logger receives the ledger's rare operational messages.
 	Logger *slog.Logger
+	// MeterProvider receives the ledger's metrics (see newMetrics): how
+	// long entries wait to be durable, how long syncs take, how many
+	// entries a group commit holds and how many are pending. Nil: none.
+	MeterProvider metric.MeterProvider
 }
 
 func (o *Options) fill() error {
@@ -119,6 +125,7 @@ type Ledger struct {
 
 	mu         sync.Mutex
 	queue      []*Pending
+	queuedAt   time.Time // when the queue last became non-empty (metrics)
 	nextSeq    uint64
 	closing    bool
 	forgetting map[string]bool // pseudonyms being or already forgotten: Append refuses them
@@ -144,6 +151,8 @@ type Ledger struct {
 	saltMAC  *salter            // salts of non-personal bodies; encoder only
 	scratch  []byte             // the encoder's reusable buffer
 	salters  map[string]*salter // salts of personal bodies by pseudonym; encoder only
+
+	metrics *metrics
 
 	dmu      sync.Mutex
 	durable  state
@@ -285,6 +294,9 @@ func Open(ctx context.Context, store Store, opts Options) (*Ledger, error) {
 		return nil, fmt.Errorf("open ledger: %w", err)
 	}
 	if l.signer != nil {
+		if l.metrics, err = newMetrics(opts.MeterProvider, l.pending); err != nil {
+			return nil, fmt.Errorf("open ledger: metrics: %w", err)
+		}
 		go l.encodeLoop()
 		go l.writeLoop()
 	} else {
@@ -605,6 +617,9 @@ func (l *Ledger) append(e Entry, slot bool) (*Pending, error) {
 	l.nextSeq++
 	l.queue = append(l.queue, p)
 	first := len(l.queue) == 1
+	if first {
+		l.queuedAt = time.Now()
+	}
 	l.mu.Unlock()
 	if first {
 		select {
@@ -627,9 +642,10 @@ func (l *Ledger) Commit(ctx context.Context, e Entry) (uint64, cid.Cid, error) {
 	return p.seq, p.cid, nil
 }
 
-// take returns the next batch of queued entries, waiting for one; nil
-// means the ledger is closing and the queue is empty.
-func (l *Ledger) take() []*Pending {
+// take returns the next batch of queued entries and when the first of
+// them was queued (at the latest), waiting for one; nil means the ledger
+// is closing and the queue is empty.
+func (l *Ledger) take() ([]*Pending, time.Time) {
 	for {
 		l.mu.Lock()
 		if n := len(l.queue); n > 0 {
@@ -637,17 +653,18 @@ func (l *Ledger) take() []*Pending {
 				n = l.opts.MaxBatch
 			}
 			items := l.queue[:n:n]
+			since := l.queuedAt
 			l.queue = l.queue[n:]
 			if len(l.queue) == 0 {
 				l.queue = nil
 			}
 			l.mu.Unlock()
-			return items
+			return items, since
 		}
 		closing := l.closing
 		l.mu.Unlock()
 		if closing {
-			return nil
+			return nil, time.Time{}
 		}
 		<-l.wake
 	}
@@ -656,7 +673,7 @@ func (l *Ledger) take() []*Pending {
 func (l *Ledger) encodeLoop() {
 	defer close(l.writeCh)
 	for {
-		items := l.take()
+		items, since := l.take()
 		if items == nil {
 			return
 		}
@@ -667,7 +684,9 @@ func (l *Ledger) encodeLoop() {
 				bytes += entrySize(&items[n].entry)
 				n++
 			}
-			l.writeCh <- l.encode(items[:n])
+			b := l.encode(items[:n])
+			b.since = since
+			l.writeCh <- b
 			items = items[n:]
 		}
 	}
@@ -692,6 +711,7 @@ type batch struct {
 	puts     []kv
 	state    state
 	segments []*segment // index segments the batch writes
+	since    time.Time  // when its first entry was queued (metrics)
 }
 
 // indexFlush is a frozen index segment whose writes are being prepared.
@@ -1001,11 +1021,13 @@ func (l *Ledger) syncLoop(in <-chan *batch) {
 		// A batch committed before another's commit failed is synced and
 		// published all the same: it is in the store, and would be found
 		// there after a reopen.
+		start := time.Now()
 		if syncFailed == nil {
 			if err := l.store.Sync(ctx, ds.RawKey("/")); err != nil {
 				syncFailed = l.fail(fmt.Errorf("sync: %w", err))
 			}
 		}
+		end := time.Now()
 		syncErr := syncFailed
 		for _, b := range group {
 			err := b.err
@@ -1022,6 +1044,9 @@ func (l *Ledger) syncLoop(in <-chan *batch) {
 					<-l.slots
 				}
 			}
+		}
+		if syncErr == nil {
+			l.metrics.synced(group, start, end)
 		}
 	}
 }
@@ -1076,6 +1101,14 @@ func (l *Ledger) Head() (size int64, root tlog.Hash, last cid.Cid) {
 	l.dmu.Lock()
 	defer l.dmu.Unlock()
 	return l.durable.size, l.durable.root, l.durable.last
+}
+
+// pending returns the number of entries appended and not yet durable.
+func (l *Ledger) pending() int64 {
+	l.mu.Lock()
+	next := int64(l.nextSeq)
+	l.mu.Unlock()
+	return max(next-l.Size(), 0)
 }
 
 // Size returns the number of durable entries.
@@ -1172,6 +1205,9 @@ func (l *Ledger) Close() error {
 	default:
 	}
 	<-l.stopped
+	if err := l.metrics.reg.Unregister(); err != nil {
+		l.opts.Logger.Warn("ledger: unregister metrics", "err", err)
+	}
 	if f := l.failed.Load(); f != nil {
 		return *f
 	}
