@@ -642,9 +642,10 @@ func (l *Ledger) Commit(ctx context.Context, e Entry) (uint64, cid.Cid, error) {
 	return p.seq, p.cid, nil
 }
 
-// take returns the next batch of queued entries and when the first of
-// them was queued (at the latest), waiting for one; nil means the ledger
-// is closing and the queue is empty.
+// take returns the next batch of queued entries and when the queue they
+// were taken from became non-empty (no later than the first of them was
+// queued: for entries left behind by MaxBatch, earlier), waiting for
+// one; nil means the ledger is closing and the queue is empty.
 func (l *Ledger) take() ([]*Pending, time.Time) {
 	for {
 		l.mu.Lock()

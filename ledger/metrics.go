@@ -18,7 +18,10 @@ const instrumentation = "github.com/osmose-os/osmose/ledger"
 //	osmose.ledger.lag            s        per batch: from the append of its
 //	                                      first entry until the batch is
 //	                                      durable (the longest any of its
-//	                                      entries waited)
+//	                                      entries waited; for a batch cut
+//	                                      by MaxBatch from a longer queue,
+//	                                      from when that queue began, so
+//	                                      never less)
 //	osmose.ledger.sync.duration  s        per sync of the store
 //	osmose.ledger.batch.entries  entries  per batch
 //	osmose.ledger.pending        entries  appended and not yet durable
