@@ -263,7 +263,6 @@ type gcall struct {
 	span   trace.Span
 	m      capnp.Method
 	r      capnp.Recv // the caller's: its args, its returner
-	aq     *capnp.AnswerQueue
 	start  int64
 	params []byte // canonical bytes of the args
 	known  bool   // the method is one of the gate's interface
@@ -294,6 +293,13 @@ type gcall struct {
 	dmsg *capnp.Message
 	dres capnp.Struct
 	derr error
+
+	// Calls pipelined on the call's answer: most calls have none, so the
+	// queue is made only when one comes (see pipeline).
+	pmu     sync.Mutex
+	aq      *capnp.AnswerQueue
+	settled bool  // answered, with final
+	final   error // the answer: nil for results
 }
 
 // Recv implements capnp.ClientHook: the data path of one call (see the
@@ -314,7 +320,7 @@ func (g *gate) Recv(ctx context.Context, r capnp.Recv) capnp.PipelineCaller {
 	} else {
 		m.InterfaceName, m.MethodName = k.cat.methodName(m)
 	}
-	c := &gcall{g: g, ctx: ctx, m: m, r: r, aq: capnp.NewAnswerQueue(m), known: known}
+	c := &gcall{g: g, ctx: ctx, m: m, r: r, known: known}
 	c.start = k.now().UnixNano()
 	if g.dir == outward {
 		// Every call the program makes counts, unknown methods too: each
@@ -322,7 +328,7 @@ func (g *gate) Recv(ctx context.Context, r capnp.Recv) capnp.PipelineCaller {
 		if !g.s.c.enter() {
 			c.err = overloaded(m.MethodName)
 			c.answer()
-			return c.aq
+			return c
 		}
 		c.entered = true
 	}
@@ -334,12 +340,47 @@ func (g *gate) Recv(ctx context.Context, r capnp.Recv) capnp.PipelineCaller {
 			if c.params, err = canonical(r.Args); err != nil {
 				c.err = toException(&Error{Op: m.MethodName, Kind: Invalid, Cause: err})
 				c.answer()
-				return c.aq
+				return c
 			}
 		}
 	}
 	g.recv(c)
+	return c
+}
+
+// pipeline returns the queue of the calls pipelined on c's answer, made
+// on first use, and settled at once if c is already answered.
+func (c *gcall) pipeline() *capnp.AnswerQueue {
+	c.pmu.Lock()
+	defer c.pmu.Unlock()
+	if c.aq == nil {
+		c.aq = capnp.NewAnswerQueue(c.m)
+		if c.settled {
+			settle(c.aq, c.results, c.final)
+		}
+	}
 	return c.aq
+}
+
+// PipelineRecv implements capnp.PipelineCaller: a call on a capability
+// in c's results, made before they arrived.
+func (c *gcall) PipelineRecv(ctx context.Context, transform []capnp.PipelineOp, r capnp.Recv) capnp.PipelineCaller {
+	return c.pipeline().PipelineRecv(ctx, transform, r)
+}
+
+// PipelineSend implements capnp.PipelineCaller.
+func (c *gcall) PipelineSend(ctx context.Context, transform []capnp.PipelineOp, s capnp.Send) (*capnp.Answer, capnp.ReleaseFunc) {
+	return c.pipeline().PipelineSend(ctx, transform, s)
+}
+
+// settle delivers the calls queued on an answer: to the results, or
+// rejected with err.
+func settle(aq *capnp.AnswerQueue, results capnp.Struct, err error) {
+	if err == nil {
+		aq.Fulfill(results.ToPtr())
+	} else {
+		aq.Reject(err)
+	}
 }
 
 // recv admits c now if the gate has no backlog and the ledger has room for
@@ -663,10 +704,12 @@ func (c *gcall) answer() {
 		c.r.ReleaseArgs()
 	}
 	c.r.Returner.PrepareReturn(err)
-	if err == nil {
-		c.aq.Fulfill(c.results.ToPtr())
-	} else {
-		c.aq.Reject(err)
+	c.pmu.Lock()
+	c.settled, c.final = true, err
+	aq := c.aq
+	c.pmu.Unlock()
+	if aq != nil {
+		settle(aq, c.results, err)
 	}
 	c.r.Returner.Return()
 	c.r.Returner.ReleaseResults()

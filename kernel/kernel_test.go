@@ -546,6 +546,45 @@ func TestSubscription(t *testing.T) {
 	}
 }
 
+// TestPipelinedOnAnswer: a call made on a capability of a gated call's
+// results before those results arrive (promise pipelining) waits for
+// them, then goes through the results' gate and onto the ledger.
+func TestPipelinedOnAnswer(t *testing.T) {
+	h := newHarness(t, 1)
+	const sensor = "cam/pem/f1/r1/occupancy"
+	d := h.login("cam/pem/f1/r1/light-1")
+	c, _ := h.open(d, sensor)
+	start := uint64(h.led.Size())
+	l := &listener{got: make(chan float64, 4)}
+	f, rel := schema.Sensor(c).Subscribe(context.Background(), func(p schema.Sensor_subscribe_Params) error {
+		return p.SetListener(schema.ReadingListener_ServerToClient(l))
+	})
+	// Sent before the subscribe call is answered.
+	cf, crel := f.Subscription().Cancel(context.Background(), nil)
+	if _, err := cf.Struct(); err != nil {
+		t.Fatal(err)
+	}
+	crel()
+	if _, err := f.Struct(); err != nil {
+		t.Fatal(err)
+	}
+	rel()
+	if n := h.fakes.Sensors[sensor].Subscribers(); n != 0 {
+		t.Errorf("%d subscribers after a pipelined cancel", n)
+	}
+	rs := h.entries(start)
+	var methods []string
+	for _, r := range rs {
+		if r.Envelope.Kind == ledger.KindCall {
+			methods = append(methods, fmt.Sprintf("%#x.%d", r.Envelope.Interface, r.Envelope.Method))
+		}
+	}
+	want := []string{fmt.Sprintf("%#x.1", uint64(schema.Sensor_TypeID)), fmt.Sprintf("%#x.0", uint64(schema.Subscription_TypeID))}
+	if fmt.Sprint(methods) != fmt.Sprint(want) {
+		t.Errorf("calls on the ledger %v, want %v (%s)", methods, want, kinds(rs))
+	}
+}
+
 func TestSubscriptionEndsWithGrant(t *testing.T) {
 	h := newHarness(t, 1)
 	const sensor = "cam/pem/f1/r1/occupancy"
