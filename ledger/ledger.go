@@ -318,7 +318,7 @@ func (l *Ledger) create(ctx context.Context) error {
 	}
 	l.tree = newTreeBuilder()
 	l.indexer = newIndexer()
-	g := &Pending{entry: Entry{Kind: KindGenesis, Time: l.opts.GenesisTime, Params: metaJSON}, seq: 0, done: make(chan struct{})}
+	g := &Pending{entry: Entry{Kind: KindGenesis, Time: l.opts.GenesisTime, Params: metaJSON}, seq: 0}
 	b := l.encode([]*Pending{g})
 	b.puts = append(b.puts, kv{keyMeta, metaJSON})
 	if err := l.writeBatch(ctx, b); err != nil {
@@ -471,20 +471,58 @@ type Pending struct {
 	// Built by the encoder: the body blocks and their CIDs.
 	blocks   [2][]byte
 	bodyCIDs [2]cid.Cid
-	done     chan struct{}
 	err      error
 	slot     bool // holds room in the ledger (AppendNow may go beyond)
+
+	// Most entries are settled before anyone asks for Done (a kernel
+	// waits for a call's return entry, not its call entry), so the
+	// channel is made only for those asked about before.
+	mu      sync.Mutex
+	settled bool          // durable or failed: err is final
+	done    chan struct{} // made by Done; closed when settled
+}
+
+// closed is the Done of every settled entry no one waited for.
+var closed = func() chan struct{} {
+	c := make(chan struct{})
+	close(c)
+	return c
+}()
+
+// settle records that the entry is durable (err nil) or failed, and
+// wakes its waiters.
+func (p *Pending) settle(err error) {
+	p.mu.Lock()
+	p.err, p.settled = err, true
+	if p.done != nil {
+		close(p.done)
+	}
+	p.mu.Unlock()
 }
 
 // Seq returns the entry's sequence number, fixed when it was appended.
 func (p *Pending) Seq() uint64 { return p.seq }
 
 // Done is closed when the entry is durable or has failed.
-func (p *Pending) Done() <-chan struct{} { return p.done }
+func (p *Pending) Done() <-chan struct{} {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.done == nil {
+		if p.settled {
+			return closed
+		}
+		p.done = make(chan struct{})
+	}
+	return p.done
+}
 
 // Err returns nil once the entry is durable, or why it failed. It is valid
 // only after Done is closed.
-func (p *Pending) Err() error { return p.err }
+func (p *Pending) Err() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.err
+}
 
 // CID returns the entry's envelope CID; valid after Done is closed with no
 // error.
@@ -494,8 +532,8 @@ func (p *Pending) CID() cid.Cid { return p.cid }
 // whose wait was cancelled may still become durable.
 func (p *Pending) Wait(ctx context.Context) error {
 	select {
-	case <-p.done:
-		return p.err
+	case <-p.Done():
+		return p.Err()
 	case <-ctx.Done():
 		return ctx.Err()
 	}
@@ -599,7 +637,7 @@ func (l *Ledger) append(e Entry, slot bool) (*Pending, error) {
 			}
 		}
 	}
-	p := &Pending{entry: e, done: make(chan struct{}), slot: slot}
+	p := &Pending{entry: e, slot: slot}
 	l.mu.Lock()
 	if l.closing {
 		l.mu.Unlock()
@@ -1039,8 +1077,7 @@ func (l *Ledger) syncLoop(in <-chan *batch) {
 				l.publish(b)
 			}
 			for _, p := range b.items {
-				p.err = err
-				close(p.done)
+				p.settle(err)
 				if p.slot {
 					<-l.slots
 				}
