@@ -80,7 +80,8 @@
 // capnp.ClientHook (gate.go) for every interface, branded so the kernel
 // recognises its own gates. A gate has no goroutine: a call runs on the
 // goroutine that delivers it (a connection's receive loop, or a local
-// caller) until it reaches the driver, continues on the driver's goroutine
+// caller), or on the one admitting queued calls at the time (step 4),
+// until it reaches the driver, continues on the driver's goroutine
 // when the driver returns, and is answered by the kernel's one answerer
 // goroutine. A call on a gate:
 //
@@ -94,14 +95,19 @@
 //     yet durable), the call joins the gate's backlog instead, which a
 //     goroutine admits in order as room appears, and later calls on the
 //     gate queue behind it (at most MaxInFlight; beyond, overloaded, as a
-//     driver calling a listener counts against no connection): a receive loop never waits for the disk. It
-//     waits for the sequencer (below), which is never held waiting for
-//     the disk either: logins, logouts and disconnects take their room
+//     driver calling a listener counts against no connection): a receive
+//     loop never waits for the disk, nor for the sequencer (below), which
+//     is never held waiting for the disk either: logins, logouts and disconnects take their room
 //     before entering it (ledger.Reserve); an open, a delegation, a
 //     revocation, a release and a policy or presence change wait for room
 //     before entering (ledger.WaitRoom) and append inside without waiting
 //     (ledger.AppendNow, which may go a few entries beyond MaxPending);
-//  4. enters the sequencer (one mutex, sequencer.go): the caps table admits
+//  4. joins the sequencer's queue, in arrival order (sequencer.go). One
+//     goroutine at a time admits the queued calls, each in the sequencer
+//     (one mutex): the goroutine that queued the first of them, while
+//     the calls that arrive meanwhile are queued and their goroutines go
+//     on, so no receive loop sleeps on the sequencer's mutex. The caps
+//     table admits
 //     or denies (caps.Table.Admit: grant live, method in its set, caveats,
 //     with numeric arguments extracted per method for range caveats); the
 //     "call" entry is appended (Decision admit or deny, Reason on deny),
@@ -113,7 +119,8 @@
 //     admission order is revocation order, no call is admitted after its
 //     grant's revocation, and each driver receives its calls in admission
 //     order (a server.Server runs calls in arrival order). A gate's calls
-//     arrive in order on one goroutine, so they are admitted in order;
+//     arrive in order on one goroutine and are queued in that order, so
+//     they are admitted in order;
 //  5. a denied call is answered with the reason ("permission: setLevel:
 //     ...") once its entry is durable. When the driver returns an
 //     admitted call, its goroutine appends a "return" entry (Ref = the

@@ -31,14 +31,15 @@ const (
 func (d gateDir) flip() gateDir { return 1 - d }
 
 // gate is the kernel-hosted membrane around one capability, and its own
-// capnp.ClientHook: a call is admitted or denied by the sequencer on the
-// goroutine that delivers it (the connection's receive loop, or a local
-// caller), recorded on the ledger, and forwarded to inner only when
-// admitted; its answer goes back once the call's return entry is durable.
-// A gate has no goroutine of its own. Admission never waits for the
-// driver or for an fsync, and waits for room in the ledger only on a
-// goroutine of the gate's backlog (see gate.recv); it waits for the
-// sequencer, which nothing holds while it waits for the disk.
+// capnp.ClientHook: a call is queued for the sequencer, in arrival order,
+// admitted or denied there (on the goroutine that delivered it, or on the
+// one admitting queued calls at the time: Kernel.enqueue), recorded on the
+// ledger, and forwarded to inner only when admitted; its answer goes back
+// once the call's return entry is durable. A gate has no goroutine of its
+// own. Admission never waits for the driver or for an fsync, and waits for
+// room in the ledger only on a goroutine of the gate's backlog (see
+// gate.recv); the goroutine that delivers a call never waits for the
+// sequencer.
 // Capabilities in params and results are wrapped in gates of the same
 // grant and session.
 //
@@ -65,7 +66,8 @@ type gate struct {
 	// gate's calls are still admitted in arrival order.
 	qmu      sync.Mutex
 	backlog  []*gcall
-	retiring bool // released while calls were in the backlog
+	queued   int  // calls in the sequencer's queue (sequencer.enqueue)
+	retiring bool // released while calls were queued or in the backlog
 }
 
 // gateRegistry finds the derived gates of a grant, to cut them when the
@@ -121,13 +123,29 @@ func (g *gate) Brand() capnp.Brand { return capnp.Brand{Value: g} }
 func (g *gate) Shutdown() {
 	g.qmu.Lock()
 	defer g.qmu.Unlock()
-	if len(g.backlog) > 0 {
-		// Calls sent before the last release wait in the backlog: they
-		// are admitted first, and the backlog's goroutine retires the gate.
+	if len(g.backlog) > 0 || g.queued > 0 {
+		// Calls sent before the last release wait in the backlog or the
+		// sequencer's queue: they are admitted first, and the gate is
+		// retired once the last of them is through (sequenced).
 		g.retiring = true
 		return
 	}
 	go g.retire()
+}
+
+// sequenced notes that one of the gate's queued calls has been through
+// the sequencer, and retires a released gate once none is left.
+func (g *gate) sequenced() {
+	g.qmu.Lock()
+	g.queued--
+	retire := g.retiring && g.queued == 0 && len(g.backlog) == 0
+	if retire {
+		g.retiring = false
+	}
+	g.qmu.Unlock()
+	if retire {
+		go g.retire()
+	}
 }
 
 func (g *gate) retire() {
@@ -254,7 +272,8 @@ func idempotent(f func(), something bool) func() {
 
 // gcall is one call through a gate, from its arrival to its answer. It
 // lives across callbacks instead of a goroutine: admission runs on the
-// goroutine that delivered the call, the return entry on the driver's when
+// goroutine that delivered the call or on the one admitting queued calls
+// at the time, the return entry on the driver's when
 // it returns (or on the goroutine that cut the call short), and the
 // answer on the kernel's answerer once the entry it waits for is durable.
 type gcall struct {
@@ -267,6 +286,7 @@ type gcall struct {
 	params []byte // canonical bytes of the args
 	known  bool   // the method is one of the gate's interface
 
+	seqd     chan struct{}   // closed once through the sequencer (backlog calls only)
 	entered  bool            // counts against the connection's MaxInFlight
 	traced   bool            // record telemetry when answered
 	admitted bool            // the sequencer admitted it
@@ -304,8 +324,8 @@ type gcall struct {
 
 // Recv implements capnp.ClientHook: the data path of one call (see the
 // package documentation). It never waits for the driver or the ledger's
-// fsync: admission happens here, in arrival order, and the answer is
-// given later by the kernel's answerer.
+// fsync: the call is queued for admission here, in arrival order, and the
+// answer is given later by the kernel's answerer.
 func (g *gate) Recv(ctx context.Context, r capnp.Recv) capnp.PipelineCaller {
 	k := g.k
 	m := r.Method
@@ -383,16 +403,17 @@ func settle(aq *capnp.AnswerQueue, results capnp.Struct, err error) {
 	}
 }
 
-// recv admits c now if the gate has no backlog and the ledger has room for
-// its entry; otherwise c joins the backlog. The backlog holds at most
+// recv queues c for admission if the gate has no backlog and the ledger
+// has room for its entry; otherwise c joins the backlog. The backlog holds at most
 // MaxInFlight calls: beyond it a call is refused as overloaded and not
 // recorded, as beyond a connection's bound (a driver calling a listener
 // counts against no connection).
 func (g *gate) recv(c *gcall) {
 	g.qmu.Lock()
 	if len(g.backlog) == 0 && g.k.led.TryReserve() {
+		g.queued++
 		g.qmu.Unlock()
-		g.k.admit(c)
+		g.k.enqueue(c)
 		return
 	}
 	if len(g.backlog) >= g.k.cfg.MaxInFlight {
@@ -421,13 +442,23 @@ func (g *gate) drain() {
 			c.err = toException(&Error{Op: c.m.MethodName, Kind: Failed, Cause: fmt.Errorf("record call: %w", err)})
 			c.answer()
 		} else {
-			g.k.admit(c)
+			// Behind the calls queued before it; the next waits until
+			// this one is through.
+			c.seqd = make(chan struct{})
+			g.qmu.Lock()
+			g.queued++
+			g.qmu.Unlock()
+			g.k.enqueue(c)
+			<-c.seqd
 		}
 		g.qmu.Lock()
 		g.backlog[0] = nil
 		g.backlog = g.backlog[1:]
 		more := len(g.backlog) > 0
-		retire := !more && g.retiring
+		retire := !more && g.retiring && g.queued == 0
+		if retire {
+			g.retiring = false
+		}
 		g.qmu.Unlock()
 		if retire {
 			g.retire()
@@ -442,8 +473,9 @@ func (g *gate) drain() {
 // one critical section of the sequencer: so the ledger order of call
 // entries is the admission order, no call is admitted after its grant's
 // revocation, and the calls on one driver are sent in admission order.
-// The caller has reserved room in the ledger for the call's entry. A
-// refused call is queued to be answered once its entry is durable.
+// The caller has reserved room in the ledger for the call's entry and has
+// the sequencer's turn (admitQueued). A refused call is queued to be
+// answered once its entry is durable.
 func (k *Kernel) admit(c *gcall) {
 	g, m, args := c.g, c.m, c.r.Args
 	k.seq.mu.Lock()

@@ -620,3 +620,73 @@ func TestDisconnectCutsCallsInFlight(t *testing.T) {
 		t.Errorf("session end %+v, return %+v: want the end first", end, ret)
 	}
 }
+
+// stallHook is a driver that holds its first call until released: while
+// it does, the goroutine admitting calls holds the sequencer's turn.
+type stallHook struct {
+	entered, release chan struct{}
+	once             sync.Once
+}
+
+func (h *stallHook) Recv(ctx context.Context, r capnp.Recv) capnp.PipelineCaller {
+	h.once.Do(func() {
+		close(h.entered)
+		<-h.release
+	})
+	r.ReleaseArgs()
+	r.Returner.PrepareReturn(nil)
+	r.Returner.Return()
+	r.Returner.ReleaseResults()
+	return nil
+}
+
+func (h *stallHook) Send(ctx context.Context, s capnp.Send) (*capnp.Answer, capnp.ReleaseFunc) {
+	return capnp.ErrorAnswer(s.Method, errors.New("stallHook: no local calls")), func() {}
+}
+func (h *stallHook) Brand() capnp.Brand { return capnp.Brand{} }
+func (h *stallHook) Shutdown()          {}
+func (h *stallHook) String() string     { return "stallHook" }
+
+// TestReleaseAfterQueued: a driver that sends readings and drops its
+// listener at once, while the readings wait in the sequencer's queue
+// (another call holds the turn), still has every reading delivered: a gate
+// released with calls queued admits them first.
+func TestReleaseAfterQueued(t *testing.T) {
+	const sensor, light = "cam/pem/f1/r1/occupancy", "cam/pem/f1/r1/light-2"
+	gs := &grabSensor{got: make(chan schema.ReadingListener, 1)}
+	stall := &stallHook{entered: make(chan struct{}), release: make(chan struct{})}
+	hk := newHeldKernel(t, 1024, func(c *kernel.Config) {
+		grabbingSensor(sensor, gs)(c)
+		c.Drivers[light].Release()
+		c.Drivers[light] = capnp.NewClient(stall)
+	})
+	l := &listener{got: make(chan float64, 64)}
+	gate := listenerGate(t, hk, gs, sensor, l)
+
+	ctx := context.Background()
+	s := hk.login(t, "cam/pem/f1/r1/light-1")
+	cs, _, err := kerneltest.Open(ctx, s, light)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs[0].Release()
+	stalled := make(chan error, 1)
+	go func() { stalled <- kerneltest.Call(ctx, schema.Light(cs[0]), 10) }()
+	<-stall.entered
+
+	const n = 8
+	futs := sendReadings(t, gate, n)
+	gate.Release() // its last reference, with every reading still queued
+	close(stall.release)
+	if err := <-stalled; err != nil {
+		t.Errorf("the stalled call: %v", err)
+	}
+	for i, f := range futs {
+		if _, err := f.Struct(); err != nil {
+			t.Errorf("reading %d: %v", i, err)
+		}
+	}
+	if len(l.got) != n {
+		t.Errorf("%d readings delivered, want %d", len(l.got), n)
+	}
+}

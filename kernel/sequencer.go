@@ -29,6 +29,84 @@ type sequencer struct {
 	// admission) and leave under fmu alone; lock order mu, then fmu.
 	fmu    sync.Mutex
 	flight map[caps.GrantID]*gcall
+
+	// Calls waiting to be admitted, in arrival order (see enqueue), and
+	// the turn of the goroutine admitting them.
+	qmu   sync.Mutex
+	queue []*gcall
+	spare []*gcall // the last queue taken, emptied, for reuse
+	turn  sync.Mutex
+}
+
+// maxTurn bounds the calls one goroutine admits for others in one turn.
+const maxTurn = 256
+
+// enqueue admits c after the calls that arrived before it. The goroutine
+// that delivered c does not wait for the sequencer: if another goroutine
+// is admitting queued calls, that one admits c too, and only one goroutine
+// at a time takes the sequencer's lock for calls. So the connections'
+// goroutines, which deliver calls, never queue up on that lock and are
+// never put to sleep by it; calls that arrive together are admitted by one
+// goroutine in one go.
+func (k *Kernel) enqueue(c *gcall) {
+	s := &k.seq
+	s.qmu.Lock()
+	s.queue = append(s.queue, c)
+	s.qmu.Unlock()
+	k.admitQueued()
+}
+
+// admitQueued admits the queued calls unless another goroutine has the
+// turn. It looks at the queue again after giving the turn up, so a call
+// queued meanwhile is not left behind. A turn that has admitted maxTurn
+// calls is handed to a goroutine of its own, so the connection whose
+// goroutine admits for others is not kept from its own.
+func (k *Kernel) admitQueued() {
+	s := &k.seq
+	for s.waiting() && s.turn.TryLock() {
+		n := 0
+		for n < maxTurn {
+			s.qmu.Lock()
+			batch := s.queue
+			s.queue, s.spare = s.spare[:0], nil
+			s.qmu.Unlock()
+			if len(batch) == 0 {
+				s.qmu.Lock()
+				s.spare = batch[:0]
+				s.qmu.Unlock()
+				break
+			}
+			for i, c := range batch {
+				g, seqd := c.g, c.seqd
+				k.admit(c)
+				g.sequenced()
+				if seqd != nil {
+					close(seqd)
+				}
+				batch[i] = nil
+			}
+			n += len(batch)
+			s.qmu.Lock()
+			if s.spare == nil {
+				s.spare = batch[:0]
+			}
+			s.qmu.Unlock()
+		}
+		s.turn.Unlock()
+		if n >= maxTurn {
+			if s.waiting() {
+				go k.admitQueued()
+			}
+			return
+		}
+	}
+}
+
+// waiting reports whether calls are queued.
+func (s *sequencer) waiting() bool {
+	s.qmu.Lock()
+	defer s.qmu.Unlock()
+	return len(s.queue) > 0
 }
 
 // fly registers an admitted call to be cancelled with its grant or its
