@@ -404,10 +404,10 @@ func settle(aq *capnp.AnswerQueue, results capnp.Struct, err error) {
 }
 
 // recv queues c for admission if the gate has no backlog and the ledger
-// has room for its entry; otherwise c joins the backlog. The backlog holds at most
-// MaxInFlight calls: beyond it a call is refused as overloaded and not
-// recorded, as beyond a connection's bound (a driver calling a listener
-// counts against no connection).
+// has room for its entry; otherwise c joins the backlog. The backlog holds
+// at most MaxInFlight calls: beyond it a call is refused as overloaded and
+// not recorded, as beyond a connection's bound (a driver calling a
+// listener counts against no connection).
 func (g *gate) recv(c *gcall) {
 	g.qmu.Lock()
 	if len(g.backlog) == 0 && g.k.led.TryReserve() {

@@ -67,15 +67,13 @@ func (k *Kernel) admitQueued() {
 		n := 0
 		for n < maxTurn {
 			s.qmu.Lock()
-			batch := s.queue
-			s.queue, s.spare = s.spare[:0], nil
-			s.qmu.Unlock()
-			if len(batch) == 0 {
-				s.qmu.Lock()
-				s.spare = batch[:0]
+			if len(s.queue) == 0 {
 				s.qmu.Unlock()
 				break
 			}
+			batch := s.queue
+			s.queue, s.spare = s.spare[:0], nil
+			s.qmu.Unlock()
 			for i, c := range batch {
 				g, seqd := c.g, c.seqd
 				k.admit(c)
