@@ -28,6 +28,14 @@ const instrumentation = "github.com/osmose-os/osmose/ledger"
 //
 // Durations are read from the monotonic clock and go to the meter only,
 // never into the ledger.
+// Bucket boundaries: the SDK's defaults suit milliseconds, not seconds.
+var (
+	// durationBuckets, in seconds: 100 µs to 10 s.
+	durationBuckets = metric.WithExplicitBucketBoundaries(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+	// entryBuckets: powers of two up to MaxBatch's default.
+	entryBuckets = metric.WithExplicitBucketBoundaries(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
+)
+
 type metrics struct {
 	lag     metric.Float64Histogram
 	sync    metric.Float64Histogram
@@ -42,15 +50,15 @@ func newMetrics(mp metric.MeterProvider, pending func() int64) (*metrics, error)
 	m := mp.Meter(instrumentation)
 	var t metrics
 	var err error
-	if t.lag, err = m.Float64Histogram("osmose.ledger.lag", metric.WithUnit("s"),
+	if t.lag, err = m.Float64Histogram("osmose.ledger.lag", metric.WithUnit("s"), durationBuckets,
 		metric.WithDescription("Per batch, from the append of its first entry until it is durable.")); err != nil {
 		return nil, err
 	}
-	if t.sync, err = m.Float64Histogram("osmose.ledger.sync.duration", metric.WithUnit("s"),
+	if t.sync, err = m.Float64Histogram("osmose.ledger.sync.duration", metric.WithUnit("s"), durationBuckets,
 		metric.WithDescription("Duration of one sync of the ledger's store.")); err != nil {
 		return nil, err
 	}
-	if t.entries, err = m.Int64Histogram("osmose.ledger.batch.entries", metric.WithUnit("{entry}"),
+	if t.entries, err = m.Int64Histogram("osmose.ledger.batch.entries", metric.WithUnit("{entry}"), entryBuckets,
 		metric.WithDescription("Entries per group commit.")); err != nil {
 		return nil, err
 	}

@@ -118,6 +118,10 @@ func TestMetrics(t *testing.T) {
 	if len(lag.DataPoints) != 1 || lag.DataPoints[0].Count < 3 {
 		t.Fatalf("osmose.ledger.lag = %+v, want one value per batch", got["osmose.ledger.lag"])
 	}
+	// Buckets in seconds, from 100 µs.
+	if b := lag.DataPoints[0].Bounds; len(b) == 0 || b[0] != 0.0001 || b[len(b)-1] != 10 {
+		t.Errorf("osmose.ledger.lag bounds %v, want 0.0001 s to 10 s", b)
+	}
 	// The first batch waited for the held sync.
 	if m, ok := lag.DataPoints[0].Max.Value(); !ok || m < held.Seconds() {
 		t.Fatalf("osmose.ledger.lag max = %v s, want at least the %v the sync was held", m, held)
