@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -18,6 +19,12 @@ import (
 	"time"
 
 	"capnproto.org/go/capnp/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
+	"go.opentelemetry.io/otel/metric"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 
 	"github.com/osmose-os/osmose/caps"
 	osmdrivers "github.com/osmose-os/osmose/drivers"
@@ -49,6 +56,13 @@ On SIGHUP it reads the --policy files again and puts them in force (a
 A policy with errors is refused, the errors printed, and the old one stays.
 Operators can do the same over RPC (Operator.setPolicy).
 
+With --metrics HOST:PORT it serves the kernel's and the ledger's metrics
+over HTTP at /metrics, in the Prometheus text format: gated calls by
+decision and their latency (osmose_kernel_*), logins, connections and
+calls refused as overloaded; the ledger's lag to durability, sync
+latency, entries per group commit and pending entries (osmose_ledger_*);
+and the Go runtime's and the process's.
+
 It stops on SIGINT or SIGTERM: connections end, the ledger is closed with a
 final checkpoint.`
 
@@ -74,6 +88,7 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	mqttTimeout := fs.Duration("mqtt-timeout", 5*time.Second, "how long a command waits for the device to confirm it, for --drivers mqtt")
 	maxMsg := fs.Uint64("max-message", 1<<20, "largest Cap'n Proto message accepted, in bytes")
 	maxInFlight := fs.Int("max-inflight", 256, "calls in flight per connection before \"overloaded\"")
+	metricsAddr := fs.String("metrics", "", "`HOST:PORT` to serve metrics on, at /metrics (Prometheus text format)")
 	fs.Usage = func() {
 		fmt.Fprintf(e.stderr, "usage: osmose serve --data DIR --listen ADDR --topology FILE --policy FILE\n\n%s\n\nFlags:\n", strings.TrimSpace(serveDoc))
 		fs.PrintDefaults()
@@ -117,13 +132,22 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return failf("%v", err)
 	}
+	var meters metric.MeterProvider
+	if *metricsAddr != "" {
+		mp, stop, err := serveMetrics(e, *metricsAddr)
+		if err != nil {
+			return failf("--metrics %s: %v", *metricsAddr, err)
+		}
+		defer stop()
+		meters = mp
+	}
 	store, err := ledger.OpenBadger(filepath.Join(*data, "ledger"), ledger.BadgerOptions{})
 	if err != nil {
 		return failf("open ledger: %v", err)
 	}
 	defer store.Close()
 	logger := slog.New(slog.NewTextHandler(e.stderr, nil))
-	led, err := ledger.Open(ctx, store, ledger.Options{Key: key, Origin: *origin, GenesisTime: time.Now().UnixNano(), Logger: logger})
+	led, err := ledger.Open(ctx, store, ledger.Options{Key: key, Origin: *origin, GenesisTime: time.Now().UnixNano(), Logger: logger, MeterProvider: meters})
 	if err != nil {
 		return failf("open ledger: %v", err)
 	}
@@ -164,7 +188,7 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	k, err := kernel.New(kernel.Config{
 		Ledger: led, Topology: top, Policy: pf, Drivers: drv,
 		Now: time.Now, Rand: rand.Reader, Logger: logger,
-		MaxMessageSize: *maxMsg, MaxInFlight: *maxInFlight,
+		MaxMessageSize: *maxMsg, MaxInFlight: *maxInFlight, MeterProvider: meters,
 	})
 	if err != nil {
 		for _, c := range drv {
@@ -222,6 +246,32 @@ func runServe(ctx context.Context, e *env, args []string) error {
 		return failf("serve: %v", first)
 	}
 	return nil
+}
+
+// serveMetrics serves, over HTTP on addr at /metrics, the instruments of
+// the meter provider it returns, with the Go runtime's and the process's
+// collectors. stop ends the server and the provider.
+func serveMetrics(e *env, addr string) (mp metric.MeterProvider, stop func(), err error) {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	exp, err := otelprom.New(otelprom.WithRegisterer(reg))
+	if err != nil {
+		return nil, nil, err
+	}
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, nil, err
+	}
+	provider := sdkmetric.NewMeterProvider(sdkmetric.WithReader(exp))
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(l)
+	fmt.Fprintf(e.stderr, "metrics on http://%s/metrics\n", l.Addr())
+	return provider, func() {
+		srv.Close()
+		provider.Shutdown(context.Background())
+	}, nil
 }
 
 // listenAddr splits a --listen value into network and address.

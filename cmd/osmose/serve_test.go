@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -57,7 +59,7 @@ func TestServe(t *testing.T) {
 	code := make(chan int, 1)
 	go func() {
 		code <- runMain(ctx, &env{stdout: &bytes.Buffer{}, stderr: stderr},
-			[]string{"serve", "--data", data, "--listen", sock, "--listen", "tcp:127.0.0.1:0", "--topology", topo, "--policy", policy, "--origin", "osmose/serve-test"})
+			[]string{"serve", "--data", data, "--listen", sock, "--listen", "tcp:127.0.0.1:0", "--topology", topo, "--policy", policy, "--origin", "osmose/serve-test", "--metrics", "127.0.0.1:0"})
 	}()
 	tcp := regexp.MustCompile(`serving on tcp:(\S+)`)
 	for tcp.FindStringSubmatch(stderr.String()) == nil {
@@ -88,6 +90,33 @@ func TestServe(t *testing.T) {
 		cs[0].Release()
 		s.Release()
 		c.Close()
+	}
+
+	// The metrics: the two calls, the logins, the ledger's syncs.
+	metricsURL := regexp.MustCompile(`metrics on (http://\S+/metrics)`).FindStringSubmatch(stderr.String())
+	if metricsURL == nil {
+		t.Fatalf("no metrics address: %s", stderr.String())
+	}
+	resp, err := http.Get(metricsURL[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /metrics: %d, %v", resp.StatusCode, err)
+	}
+	for _, want := range []*regexp.Regexp{
+		regexp.MustCompile(`(?m)^osmose_kernel_calls_total\{[^}]*decision="admit"[^}]*\} 2$`),
+		regexp.MustCompile(`(?m)^osmose_kernel_call_duration_seconds_count\{[^}]*decision="admit"[^}]*\} 2$`),
+		regexp.MustCompile(`(?m)^osmose_kernel_call_duration_seconds_bucket\{[^}]*decision="admit"[^}]*le="0.0001"\} 0$`),
+		regexp.MustCompile(`(?m)^osmose_kernel_logins_total\{[^}]*decision="admit"[^}]*\} 2$`),
+		regexp.MustCompile(`(?m)^osmose_ledger_sync_duration_seconds_count\{[^}]*\} [1-9]`),
+		regexp.MustCompile(`(?m)^go_goroutines `),
+	} {
+		if !want.Match(body) {
+			t.Errorf("/metrics has no line matching %s:\n%s", want, body)
+		}
 	}
 
 	// SIGHUP reloads the policy: a bad one is refused, a good one revokes
