@@ -47,7 +47,8 @@ const maxTurn = 256
 // at a time takes the sequencer's lock for calls. So the connections'
 // goroutines, which deliver calls, never queue up on that lock and are
 // never put to sleep by it; calls that arrive together are admitted by one
-// goroutine in one go.
+// goroutine in one go. The queue is bounded by the ledger's MaxPending:
+// every call in it has taken room for its entry.
 func (k *Kernel) enqueue(c *gcall) {
 	s := &k.seq
 	s.qmu.Lock()
