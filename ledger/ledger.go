@@ -1068,6 +1068,11 @@ func (l *Ledger) syncLoop(in <-chan *batch) {
 		}
 		end := time.Now()
 		syncErr := syncFailed
+		if syncErr == nil {
+			// Before the waiters are told, so that whoever sees an entry
+			// durable finds its batch in the metrics.
+			l.metrics.synced(group, start, end)
+		}
 		for _, b := range group {
 			err := b.err
 			if err == nil {
@@ -1082,9 +1087,6 @@ func (l *Ledger) syncLoop(in <-chan *batch) {
 					<-l.slots
 				}
 			}
-		}
-		if syncErr == nil {
-			l.metrics.synced(group, start, end)
 		}
 	}
 }
