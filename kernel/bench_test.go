@@ -28,6 +28,7 @@ func runBench(b *testing.B, t *kerneltest.Target) {
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	b.ResetTimer()
+	u0 := kerneltest.ReadUsage()
 	// One goroutine per connection, each with one call in flight.
 	for c := range benchConns {
 		l := t.Lights[c%len(t.Lights)]
@@ -41,6 +42,13 @@ func runBench(b *testing.B, t *kerneltest.Target) {
 		})
 	}
 	wg.Wait()
+	b.StopTimer()
+	// What the host did meanwhile: CPU per call (clients and servers), and
+	// how busy the machine was and how much the hypervisor took.
+	cpu := kerneltest.ReadUsage().Since(u0, b.N)
+	b.ReportMetric(cpu.UsPerCall, "cpu-us/op")
+	b.ReportMetric(100*cpu.Busy, "busy-%")
+	b.ReportMetric(100*cpu.Steal, "steal-%")
 }
 
 // BenchmarkRawEcho is the baseline: a trivial go-capnp Light server, no

@@ -32,7 +32,14 @@ directory, with --conns client connections each making one call at a time:
 Each run measures them in that order; the medians over --runs runs are
 reported: calls/s, p50 and p99 latency, the throughput ratio kernel/raw
 (target >= 0.7), the p99 latency the kernel adds (target <= 1 ms), the
-ratio kernel-memory/raw, and the sync latency.`
+ratio kernel-memory/raw, and the sync latency.
+
+Each measurement also reports the process's CPU time per call (clients
+and servers alike), the share of the machine's CPU time that was busy and
+that the hypervisor took (steal; Linux), and for a kernel its ledger's
+syncs and group commits (from the ledger's metrics). Throughput is about
+busy time divided by CPU per call, so on a shared host these tell a slow
+kernel from a busy neighbour.`
 
 type benchKernelResult struct {
 	Conns       int                 `json:"conns"`
@@ -111,7 +118,7 @@ func runBenchKernel(ctx context.Context, e *env, args []string) error {
 				return failf("bench %s: close: %v", kind, cerr)
 			}
 			if !*asJSON {
-				fmt.Fprintf(e.stderr, "run %d %-13s %8.0f calls/s  p50 %7.0f µs  p99 %7.0f µs\n", i+1, kind, r.CallsPerSec, r.P50us, r.P99us)
+				fmt.Fprintf(e.stderr, "run %d %-13s %8.0f calls/s  p50 %7.0f µs  p99 %7.0f µs  %s\n", i+1, kind, r.CallsPerSec, r.P50us, r.P99us, cpuText(r))
 			}
 			switch kind {
 			case "raw":
@@ -147,7 +154,29 @@ func runBenchKernel(ctx context.Context, e *env, args []string) error {
 	fmt.Fprintf(e.stdout, "ratio   %.2f (target >= %.1f); added p99 %.0f µs (target <= 1000)\n", res.Ratio, res.RatioTarget, res.AddedP99us)
 	fmt.Fprintf(e.stdout, "without the disk (in-memory ledger, not durable): %8.0f calls/s  p99 %7.0f µs  ratio %.2f\n", res.KernelMemory.CallsPerSec, res.KernelMemory.P99us, res.RatioMemory)
 	fmt.Fprintf(e.stdout, "the disk alone (16 KiB commit + sync): p50 %.0f µs  p99 %.0f µs\n", res.Sync.P50us, res.Sync.P99us)
+	fmt.Fprintf(e.stdout, "cpu per call: raw %.0f µs  kernel %.0f µs  kernel-memory %.0f µs (all the process's goroutines, clients included)\n",
+		res.Raw.UsPerCall, res.Kernel.UsPerCall, res.KernelMemory.UsPerCall)
+	if res.Raw.Busy > 0 {
+		fmt.Fprintf(e.stdout, "host busy (steal): raw %.0f%% (%.0f%%)  kernel %.0f%% (%.0f%%)  kernel-memory %.0f%% (%.0f%%)\n",
+			100*res.Raw.Busy, 100*res.Raw.Steal, 100*res.Kernel.Busy, 100*res.Kernel.Steal, 100*res.KernelMemory.Busy, 100*res.KernelMemory.Steal)
+	}
+	if l := res.Kernel.Ledger; l != nil && l.Syncs > 0 && l.Batches > 0 {
+		fmt.Fprintf(e.stdout, "kernel's ledger: %.1f calls per sync, %.1f entries per group commit, sync mean %.0f µs, lag mean %.0f µs\n",
+			float64(res.Kernel.Calls)/float64(l.Syncs), float64(l.Entries)/float64(l.Batches), l.SyncMeanUs, l.LagMeanUs)
+	}
 	return nil
+}
+
+// cpuText describes a run's CPU use and, for a kernel, its ledger.
+func cpuText(r kerneltest.Result) string {
+	s := fmt.Sprintf("cpu %4.0f µs/call", r.UsPerCall)
+	if r.Busy > 0 {
+		s += fmt.Sprintf("  busy %3.0f%%  steal %3.0f%%", 100*r.Busy, 100*r.Steal)
+	}
+	if l := r.Ledger; l != nil && l.Syncs > 0 {
+		s += fmt.Sprintf("  %.1f calls/sync", float64(r.Calls)/float64(l.Syncs))
+	}
+	return s
 }
 
 // benchSync measures the disk's sync latency in a temporary directory
@@ -178,6 +207,18 @@ func median(rs []kerneltest.Result) kerneltest.Result {
 	m.P50us = medianBy(rs, func(r kerneltest.Result) float64 { return r.P50us })
 	m.P99us = medianBy(rs, func(r kerneltest.Result) float64 { return r.P99us })
 	m.Seconds = medianBy(rs, func(r kerneltest.Result) float64 { return r.Seconds })
+	m.UsPerCall = medianBy(rs, func(r kerneltest.Result) float64 { return r.UsPerCall })
+	m.Busy = medianBy(rs, func(r kerneltest.Result) float64 { return r.Busy })
+	m.Steal = medianBy(rs, func(r kerneltest.Result) float64 { return r.Steal })
+	if m.Ledger != nil {
+		l := *m.Ledger
+		l.Syncs = int64(medianBy(rs, func(r kerneltest.Result) float64 { return float64(r.Ledger.Syncs) }))
+		l.Batches = int64(medianBy(rs, func(r kerneltest.Result) float64 { return float64(r.Ledger.Batches) }))
+		l.Entries = int64(medianBy(rs, func(r kerneltest.Result) float64 { return float64(r.Ledger.Entries) }))
+		l.SyncMeanUs = medianBy(rs, func(r kerneltest.Result) float64 { return r.Ledger.SyncMeanUs })
+		l.LagMeanUs = medianBy(rs, func(r kerneltest.Result) float64 { return r.Ledger.LagMeanUs })
+		m.Ledger = &l
+	}
 	return m
 }
 

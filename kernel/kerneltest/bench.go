@@ -18,6 +18,8 @@ import (
 	"capnproto.org/go/capnp/v3/rpc/transport"
 
 	ds "github.com/ipfs/go-datastore"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
 	"github.com/osmose-os/osmose/caps"
 	"github.com/osmose-os/osmose/kernel"
@@ -30,6 +32,8 @@ import (
 type Target struct {
 	Lights []schema.Light
 	close  []func() error
+	// metrics reads a kernel's ledger metrics (nil for the raw echo).
+	metrics *sdkmetric.ManualReader
 }
 
 // Close releases the lights and stops the servers.
@@ -129,7 +133,12 @@ func kernelTarget(ctx context.Context, dir string, conns int, store ledger.Store
 	if err != nil {
 		return fail(err)
 	}
-	led, err := ledger.Open(ctx, store, ledger.Options{Key: key, Origin: "osmose/bench"})
+	// The ledger's metrics, read around each measurement (Measure), as an
+	// operator reads them from osmose serve --metrics.
+	t.metrics = sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(t.metrics))
+	t.close = append(t.close, func() error { return mp.Shutdown(context.Background()) })
+	led, err := ledger.Open(ctx, store, ledger.Options{Key: key, Origin: "osmose/bench", MeterProvider: mp})
 	if err != nil {
 		return fail(err)
 	}
@@ -202,20 +211,105 @@ type Result struct {
 	CallsPerSec float64 `json:"calls_per_sec"`
 	P50us       float64 `json:"p50_us"`
 	P99us       float64 `json:"p99_us"`
+	CPU
+	// Ledger is what a kernel's ledger did meanwhile (nil for the raw
+	// echo).
+	Ledger *LedgerStats `json:"ledger,omitempty"`
+}
+
+// LedgerStats is what a kernel's ledger did during a measurement, from
+// its metrics (ledger.Options.MeterProvider): its group commits, and the
+// syncs that made them durable.
+type LedgerStats struct {
+	Syncs      int64   `json:"syncs"`
+	Batches    int64   `json:"batches"` // group commits: a store transaction each
+	Entries    int64   `json:"entries"`
+	SyncMeanUs float64 `json:"sync_mean_us"`
+	// LagMeanUs is the mean, over batches, of the time from the append of
+	// a batch's first entry until the batch was durable.
+	LagMeanUs float64 `json:"lag_mean_us"`
+}
+
+// ledgerTotals are a ledger's cumulative metrics: counts and sums of its
+// histograms.
+type ledgerTotals struct {
+	syncs, batches, entries, lags uint64
+	syncSecs, lagSecs             float64
+}
+
+// ledgerTotals reads the ledger's metrics; false for a target without.
+func (t *Target) ledgerTotals(ctx context.Context) (ledgerTotals, bool, error) {
+	var tot ledgerTotals
+	if t.metrics == nil {
+		return tot, false, nil
+	}
+	var rm metricdata.ResourceMetrics
+	if err := t.metrics.Collect(ctx, &rm); err != nil {
+		return tot, false, fmt.Errorf("ledger metrics: %w", err)
+	}
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			switch d := m.Data.(type) {
+			case metricdata.Histogram[float64]:
+				for _, p := range d.DataPoints {
+					switch m.Name {
+					case "osmose.ledger.sync.duration":
+						tot.syncs += p.Count
+						tot.syncSecs += p.Sum
+					case "osmose.ledger.lag":
+						tot.lags += p.Count
+						tot.lagSecs += p.Sum
+					}
+				}
+			case metricdata.Histogram[int64]:
+				if m.Name == "osmose.ledger.batch.entries" {
+					for _, p := range d.DataPoints {
+						tot.batches += p.Count
+						tot.entries += uint64(p.Sum)
+					}
+				}
+			}
+		}
+	}
+	return tot, true, nil
+}
+
+// stats is what the ledger did between two readings.
+func (tot ledgerTotals) stats(prev ledgerTotals) *LedgerStats {
+	s := &LedgerStats{
+		Syncs:   int64(tot.syncs - prev.syncs),
+		Batches: int64(tot.batches - prev.batches),
+		Entries: int64(tot.entries - prev.entries),
+	}
+	if s.Syncs > 0 {
+		s.SyncMeanUs = (tot.syncSecs - prev.syncSecs) * 1e6 / float64(s.Syncs)
+	}
+	if n := tot.lags - prev.lags; n > 0 {
+		s.LagMeanUs = (tot.lagSecs - prev.lagSecs) * 1e6 / float64(n)
+	}
+	return s
 }
 
 // Measure makes calls setLevel calls spread over the target's connections,
 // one goroutine per connection, each call waiting for its answer, and
-// reports throughput and latency.
+// reports throughput, latency, the CPU used and, for a kernel, what its
+// ledger did.
 func Measure(ctx context.Context, name string, t *Target, calls int) (Result, error) {
+	led0, hasLedger, err := t.ledgerTotals(ctx)
+	if err != nil {
+		return Result{}, err
+	}
 	n := len(t.Lights)
 	per := calls / n
 	lat := make([][]time.Duration, n)
 	var failed atomic.Pointer[error]
 	var wg sync.WaitGroup
+	for i := range lat {
+		lat[i] = make([]time.Duration, 0, per)
+	}
+	u0 := ReadUsage()
 	start := time.Now()
 	for i, l := range t.Lights {
-		lat[i] = make([]time.Duration, 0, per)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -231,8 +325,19 @@ func Measure(ctx context.Context, name string, t *Target, calls int) (Result, er
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
+	u1 := ReadUsage()
 	if e := failed.Load(); e != nil {
 		return Result{}, *e
+	}
+	res := Result{Name: name, Conns: n, Seconds: elapsed.Seconds()}
+	if hasLedger {
+		// Read after the calls: each was answered once durable, so every
+		// batch of the run is counted.
+		led1, _, err := t.ledgerTotals(ctx)
+		if err != nil {
+			return Result{}, err
+		}
+		res.Ledger = led1.stats(led0)
 	}
 	all := slices.Concat(lat...)
 	slices.Sort(all)
@@ -242,10 +347,11 @@ func Measure(ctx context.Context, name string, t *Target, calls int) (Result, er
 		}
 		return float64(all[int(p*float64(len(all)-1))].Nanoseconds()) / 1e3
 	}
-	return Result{
-		Name: name, Conns: n, Calls: len(all), Seconds: elapsed.Seconds(),
-		CallsPerSec: float64(len(all)) / elapsed.Seconds(), P50us: q(0.50), P99us: q(0.99),
-	}, nil
+	res.Calls = len(all)
+	res.CallsPerSec = float64(len(all)) / elapsed.Seconds()
+	res.P50us, res.P99us = q(0.50), q(0.99)
+	res.CPU = u1.Since(u0, len(all))
+	return res, nil
 }
 
 // SyncResult is the latency of the ledger store's durable writes alone.
