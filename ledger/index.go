@@ -2,11 +2,12 @@ package ledger
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/base64"
 	"encoding/binary"
 	"fmt"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -81,7 +82,7 @@ func newSegment() *segment {
 // (8-byte digest prefix, uvarint seq), sorted by digest. A lookup reads the
 // runs of one bucket: 1/256 of the index.
 type cidPosting struct {
-	prefix [8]byte
+	prefix uint64 // the digest's first cidPrefixLen bytes, big-endian
 	seq    uint64
 }
 
@@ -98,10 +99,7 @@ func (x *indexer) add(env *Envelope, c cid.Cid) {
 	x.mu.Lock()
 	g := x.live
 	if d, ok := digestOf(c); ok {
-		var cp cidPosting
-		copy(cp.prefix[:], d)
-		cp.seq = env.Seq
-		g.cids = append(g.cids, cp)
+		g.cids = append(g.cids, cidPosting{binary.BigEndian.Uint64(d), env.Seq})
 	}
 	if env.Grant != 0 {
 		g.grants[env.Grant] = append(g.grants[env.Grant], env.Seq)
@@ -166,11 +164,11 @@ func (g *segment) puts() []kv {
 		ids = append(ids, id)
 		all[id] = seqs
 	}
-	sort.Slice(ids, func(i, j int) bool {
-		if ids[i].ix != ids[j].ix {
-			return ids[i].ix < ids[j].ix
+	slices.SortFunc(ids, func(a, b postingID) int {
+		if c := cmp.Compare(a.ix, b.ix); c != 0 {
+			return c
 		}
-		return ids[i].value < ids[j].value
+		return strings.Compare(a.value, b.value)
 	})
 	for _, id := range ids {
 		seqs := all[id]
@@ -183,18 +181,36 @@ func (g *segment) puts() []kv {
 		key := ds.RawKey(fmt.Sprintf("%s/%016x", postingPrefix(id.ix, id.value), seqs[0]))
 		puts = append(puts, kv{key, val})
 	}
-	cids := append([]cidPosting(nil), g.cids...)
-	sort.Slice(cids, func(i, j int) bool { return bytes.Compare(cids[i].prefix[:], cids[j].prefix[:]) < 0 })
-	for i := 0; i < len(cids); {
-		bucket := cids[i].prefix[0]
-		first := cids[i].seq
-		var val []byte
-		for ; i < len(cids) && cids[i].prefix[0] == bucket; i++ {
-			first = min(first, cids[i].seq)
-			val = append(val, cids[i].prefix[:]...)
-			val = binary.AppendUvarint(val, cids[i].seq)
+	// One run per first digest byte: the postings go to their buckets (a
+	// counting sort), and each bucket is sorted by digest.
+	var start [257]int
+	for _, c := range g.cids {
+		start[c.prefix>>56+1]++
+	}
+	for b := 1; b < len(start); b++ {
+		start[b] += start[b-1]
+	}
+	cids := make([]cidPosting, len(g.cids))
+	next := start
+	for _, c := range g.cids {
+		b := c.prefix >> 56
+		cids[next[b]] = c
+		next[b]++
+	}
+	for b := range 256 {
+		run := cids[start[b]:start[b+1]]
+		if len(run) == 0 {
+			continue
 		}
-		puts = append(puts, kv{ds.RawKey(fmt.Sprintf("/c/%02x/%016x", bucket, first)), val})
+		slices.SortFunc(run, func(x, y cidPosting) int { return cmp.Compare(x.prefix, y.prefix) })
+		first := run[0].seq
+		val := make([]byte, 0, len(run)*(cidPrefixLen+3))
+		for _, c := range run {
+			first = min(first, c.seq)
+			val = binary.BigEndian.AppendUint64(val, c.prefix)
+			val = binary.AppendUvarint(val, c.seq)
+		}
+		puts = append(puts, kv{ds.RawKey(fmt.Sprintf("/c/%02x/%016x", b, first)), val})
 	}
 	return append(puts, kv{keyIndexed, binary.BigEndian.AppendUint64(nil, g.upTo)})
 }
@@ -254,7 +270,7 @@ func (l *Ledger) cidCandidates(ctx context.Context, digest []byte, fn func(seq u
 	var seqs []uint64
 	for _, g := range l.indexer.segments() {
 		for _, cp := range g.cids {
-			if bytes.Equal(cp.prefix[:], digest[:cidPrefixLen]) {
+			if cp.prefix == binary.BigEndian.Uint64(digest) {
 				seqs = append(seqs, cp.seq)
 			}
 		}
