@@ -268,9 +268,10 @@ func (l *Ledger) cidCandidates(ctx context.Context, digest []byte, fn func(seq u
 	}
 	l.indexer.mu.Lock()
 	var seqs []uint64
+	prefix := binary.BigEndian.Uint64(digest)
 	for _, g := range l.indexer.segments() {
 		for _, cp := range g.cids {
-			if cp.prefix == binary.BigEndian.Uint64(digest) {
+			if cp.prefix == prefix {
 				seqs = append(seqs, cp.seq)
 			}
 		}
