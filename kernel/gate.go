@@ -502,13 +502,17 @@ func (k *Kernel) admit(c *gcall) {
 			refusal = capsError(m.MethodName, d)
 		}
 	}
-	// The call holds its own reference to what the gate wraps: the gate
-	// may be cut (its last client released, its session ended) while the
-	// driver has the call.
+	// What the gate wraps is borrowed, not referenced: nothing cuts the
+	// gate between here and the driver's taking the call. Kernel.cut runs
+	// under the sequencer's lock; session.end cuts its gates only after it
+	// has marked the session ended under that lock, and such a session's
+	// calls are refused above; a released gate is retired only once its
+	// queued calls, this one among them, are through (gate.sequenced).
+	// Once the driver has the call, it holds what the call needs.
 	var target capnp.Client
 	if refusal == nil {
 		g.mu.Lock()
-		target = g.inner.AddRef()
+		target = g.inner
 		g.mu.Unlock()
 		if !target.IsValid() {
 			refusal = &Error{Op: m.MethodName, Kind: Revoked, Cause: ErrGateReleased}
@@ -529,7 +533,6 @@ func (k *Kernel) admit(c *gcall) {
 	p, err := k.led.AppendReserved(e)
 	if err != nil {
 		k.seq.mu.Unlock()
-		target.Release()
 		c.err = toException(&Error{Op: m.MethodName, Kind: Failed, Cause: fmt.Errorf("record call: %w", err)})
 		c.answer()
 		return
@@ -564,14 +567,16 @@ func (k *Kernel) admit(c *gcall) {
 	if g.derived && nested(target) {
 		// A promise the program passed in has resolved to one of the
 		// kernel's own gates, which admits in the sequencer too: it is
-		// called once the sequencer is free.
+		// called once the sequencer is free, and the grant's end may cut
+		// this gate meanwhile, so the call holds a reference of its own.
+		target = target.AddRef()
 		k.seq.mu.Unlock()
 		target.RecvCall(c.dctx, recv)
-	} else {
-		target.RecvCall(c.dctx, recv)
-		k.seq.mu.Unlock()
+		target.Release()
+		return
 	}
-	target.Release()
+	target.RecvCall(c.dctx, recv)
+	k.seq.mu.Unlock()
 }
 
 // nested reports whether c is a kernel gate (a derived gate's capability
