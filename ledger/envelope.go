@@ -153,25 +153,34 @@ var cidPrefix = []byte{0x01, 0x71, 0x12, 0x20}
 
 // blockCID returns the CIDv1 (dag-cbor, sha2-256) of a block.
 func blockCID(block []byte) cid.Cid {
-	d := sha256.Sum256(block)
-	return cidFromDigest(d[:])
+	return new(cidBuf).blockCID(block)
 }
 
 func cidFromDigest(d []byte) cid.Cid {
-	c, _ := cidAndBytes(d)
-	return c
+	return new(cidBuf).cid(d)
 }
 
-// cidAndBytes returns the CID of a sha2-256 digest and its binary form
+// cidBuf is where a CID's binary form is assembled. cid.Cast copies it,
+// but the compiler cannot tell, so a buffer on the stack would move to the
+// heap at every CID: the encoder reuses one.
+type cidBuf [36]byte
+
+// cid returns the CID of a sha2-256 digest; b then holds its binary form
 // (which c.Bytes would copy out again).
-func cidAndBytes(d []byte) (c cid.Cid, b [36]byte) {
+func (b *cidBuf) cid(d []byte) cid.Cid {
 	copy(b[:], cidPrefix)
 	copy(b[4:], d)
 	c, err := cid.Cast(b[:])
 	if err != nil {
 		panic(err) // the prefix is constant and valid
 	}
-	return c, b
+	return c
+}
+
+// blockCID returns the CID of a block, as blockCID does.
+func (b *cidBuf) blockCID(block []byte) cid.Cid {
+	d := sha256.Sum256(block)
+	return b.cid(d[:])
 }
 
 // digestOf returns the sha2-256 digest of a CID made by blockCID, or false

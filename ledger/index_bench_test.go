@@ -17,8 +17,7 @@ func BenchmarkSegmentPuts(b *testing.B) {
 		var seed [8]byte
 		binary.BigEndian.PutUint64(seed[:], uint64(i))
 		d := sha256.Sum256(seed[:])
-		c, _ := cidAndBytes(d[:])
-		x.add(&env, c)
+		x.add(&env, cidFromDigest(d[:]))
 	}
 	g := x.freeze(n)
 	b.ResetTimer()

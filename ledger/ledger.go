@@ -800,6 +800,7 @@ func (l *Ledger) encode(items []*Pending) *batch {
 		buildBodies(items, l.saltMAC, l.salters, &l.subjects)
 	}
 	ci := 0
+	cidb := new(cidBuf)
 	scratch := l.scratch[:0]
 	for _, p := range items {
 		e := &p.entry
@@ -813,7 +814,7 @@ func (l *Ledger) encode(items []*Pending) *batch {
 		scratch = appendEnvelope(scratch[:0], &env)
 		envBytes := scratch
 		d := sha256.Sum256(envBytes)
-		c, cidBytes := cidAndBytes(d[:])
+		c := cidb.cid(d[:])
 		p.cid = c
 		// The record: the envelope, then the bodies that are not personal.
 		personal := e.Subject != ""
@@ -834,7 +835,7 @@ func (l *Ledger) encode(items []*Pending) *batch {
 		if personal && (bodies[0] != nil || bodies[1] != nil) {
 			b.puts = append(b.puts, kv{personalKey(e.Subject, p.seq), personalValue(bodies)})
 		}
-		l.tree.append(leafHash(cidBytes[:]))
+		l.tree.append(leafHash(cidb[:]))
 		if l.tree.size%l.opts.CheckpointEvery == 0 {
 			if kvs, err := l.checkpointPut(); err == nil {
 				b.puts = append(b.puts, kvs)
@@ -890,6 +891,7 @@ func buildBodies(items []*Pending, s *salter, salters map[string]*salter, subjec
 		size += len(p.entry.Params) + len(p.entry.Result) + 2*(saltSize+16)
 	}
 	arena := make([]byte, 0, size)
+	cb := new(cidBuf)
 	for _, p := range items {
 		e := &p.entry
 		if e.Params == nil && e.Result == nil {
@@ -908,13 +910,13 @@ func buildBodies(items []*Pending, s *salter, salters map[string]*salter, subjec
 			start := len(arena)
 			arena = appendBody(arena, e.Params, pSalt)
 			p.blocks[0] = arena[start:len(arena):len(arena)]
-			p.bodyCIDs[0] = blockCID(p.blocks[0])
+			p.bodyCIDs[0] = cb.blockCID(p.blocks[0])
 		}
 		if e.Result != nil {
 			start := len(arena)
 			arena = appendBody(arena, e.Result, rSalt)
 			p.blocks[1] = arena[start:len(arena):len(arena)]
-			p.bodyCIDs[1] = blockCID(p.blocks[1])
+			p.bodyCIDs[1] = cb.blockCID(p.blocks[1])
 		}
 	}
 }
