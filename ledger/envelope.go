@@ -177,7 +177,8 @@ func (b *cidBuf) cid(d []byte) cid.Cid {
 	return c
 }
 
-// blockCID returns the CID of a block, as blockCID does.
+// blockCID returns the CID of a block, as the function blockCID does;
+// b then holds its binary form.
 func (b *cidBuf) blockCID(block []byte) cid.Cid {
 	d := sha256.Sum256(block)
 	return b.cid(d[:])
