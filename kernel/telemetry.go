@@ -10,6 +10,8 @@ import (
 	metricnoop "go.opentelemetry.io/otel/metric/noop"
 	"go.opentelemetry.io/otel/trace"
 	tracenoop "go.opentelemetry.io/otel/trace/noop"
+
+	"github.com/osmose-os/osmose/ledger"
 )
 
 // instrumentation is the name of the kernel's tracer and meter.
@@ -52,9 +54,7 @@ func newTelemetry(tp trace.TracerProvider, mp metric.MeterProvider) (*telemetry,
 		return nil, err
 	}
 	if t.latency, err = m.Float64Histogram("osmose.kernel.call.duration", metric.WithUnit("s"),
-		// In seconds, 100 µs to 10 s: the SDK's default buckets suit
-		// milliseconds.
-		metric.WithExplicitBucketBoundaries(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+		ledger.DurationBuckets,
 		metric.WithDescription("Time from a gated call's arrival to its answer, ledger wait included.")); err != nil {
 		return nil, err
 	}

@@ -28,20 +28,20 @@ const instrumentation = "github.com/osmose-os/osmose/ledger"
 //
 // Durations are read from the monotonic clock and go to the meter only,
 // never into the ledger.
-// Bucket boundaries: the SDK's defaults suit milliseconds, not seconds.
-var (
-	// durationBuckets, in seconds: 100 µs to 10 s.
-	durationBuckets = metric.WithExplicitBucketBoundaries(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
-	// entryBuckets: powers of two up to MaxBatch's default.
-	entryBuckets = metric.WithExplicitBucketBoundaries(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
-)
-
 type metrics struct {
 	lag     metric.Float64Histogram
 	sync    metric.Float64Histogram
 	entries metric.Int64Histogram
 	reg     metric.Registration
 }
+
+// DurationBuckets are the bucket boundaries of osmose's latency
+// histograms, in seconds: 100 µs to 10 s. (The SDK's defaults suit
+// milliseconds.) The kernel's call latency uses them too.
+var DurationBuckets = metric.WithExplicitBucketBoundaries(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+// entryBuckets: powers of two up to MaxBatch's default.
+var entryBuckets = metric.WithExplicitBucketBoundaries(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 
 func newMetrics(mp metric.MeterProvider, pending func() int64) (*metrics, error) {
 	if mp == nil {
@@ -50,11 +50,11 @@ func newMetrics(mp metric.MeterProvider, pending func() int64) (*metrics, error)
 	m := mp.Meter(instrumentation)
 	var t metrics
 	var err error
-	if t.lag, err = m.Float64Histogram("osmose.ledger.lag", metric.WithUnit("s"), durationBuckets,
+	if t.lag, err = m.Float64Histogram("osmose.ledger.lag", metric.WithUnit("s"), DurationBuckets,
 		metric.WithDescription("Per batch, from the append of its first entry until it is durable.")); err != nil {
 		return nil, err
 	}
-	if t.sync, err = m.Float64Histogram("osmose.ledger.sync.duration", metric.WithUnit("s"), durationBuckets,
+	if t.sync, err = m.Float64Histogram("osmose.ledger.sync.duration", metric.WithUnit("s"), DurationBuckets,
 		metric.WithDescription("Duration of one sync of the ledger's store.")); err != nil {
 		return nil, err
 	}
