@@ -97,19 +97,20 @@
 //     gate queue behind it (at most MaxInFlight; beyond, overloaded, as a
 //     driver calling a listener counts against no connection): a receive
 //     loop never waits for the disk, nor for the sequencer (below), which
-//     is never held waiting for the disk either: logins, logouts and disconnects take their room
-//     before entering it (ledger.Reserve); an open, a delegation, a
-//     revocation, a release and a policy or presence change wait for room
-//     before entering (ledger.WaitRoom) and append inside without waiting
-//     (ledger.AppendNow, which may go a few entries beyond MaxPending);
+//     is never held waiting for the disk either: logins, logouts and
+//     disconnects take their room before entering it (ledger.Reserve);
+//     an open, a delegation, a revocation, a release and a policy or
+//     presence change wait for room before entering (ledger.WaitRoom) and
+//     append inside without waiting (ledger.AppendNow, which may go a few
+//     entries beyond MaxPending);
 //  4. joins the sequencer's queue, in arrival order (sequencer.go). One
 //     goroutine at a time admits the queued calls, each in the sequencer
 //     (one mutex): the goroutine that queued the first of them, while
 //     the calls that arrive meanwhile are queued and their goroutines go
 //     on, so no receive loop sleeps on the sequencer's mutex. The caps
-//     table admits
-//     or denies (caps.Table.Admit: grant live, method in its set, caveats,
-//     with numeric arguments extracted per method for range caveats); the
+//     table admits or denies (caps.Table.Admit: grant live, method in its
+//     set, caveats, with numeric arguments extracted per method for range
+//     caveats); the
 //     "call" entry is appended (Decision admit or deny, Reason on deny),
 //     which fixes its seq; an admitted call is registered as in flight on
 //     its grant and handed to the driver (ClientHook.Recv, which only
