@@ -149,11 +149,12 @@
 //     (AppendNow, which goes beyond MaxPending rather than wait).
 //  3. One encoder goroutine takes what is queued (at most MaxBatch entries),
 //     builds envelopes, bodies, tree hashes and index postings in seq order,
-//     and hands the batch to one writer goroutine, which commits it as one
-//     store transaction with one fsync. While a batch is written the next
-//     one forms, so a batch spans at most one write's time. The goroutine
-//     in fsync keeps its P (GOMAXPROCS) for the whole sync, so a process
-//     serving a busy ledger gives itself one P more (SyncProcs).
+//     and commits the batch as one store transaction. One sync goroutine
+//     then makes every batch committed before its sync starts durable with
+//     one fsync. While a sync runs, the next batches form, are encoded and
+//     are committed. The goroutine in fsync keeps its P (GOMAXPROCS) for
+//     the whole sync, so a process serving a busy ledger gives itself one P
+//     more (SyncProcs).
 //  4. When its batch is durable, an entry's Pending is done: Wait returns
 //     and the caller may answer whoever was waiting for the entry. With
 //     Options.MeterProvider, each sync records its duration, and each

@@ -143,14 +143,14 @@ type Ledger struct {
 	indexer  *indexer
 	flushing *indexFlush
 
-	writeCh  chan *batch
-	stopped  chan struct{}
-	failed   atomic.Pointer[error]
-	subjects sync.Map           // pseudonym -> secret []byte
-	idCache  sync.Map           // string(idHash) -> pseudonym, of ids looked up
-	saltMAC  *salter            // salts of non-personal bodies; encoder only
-	scratch  []byte             // the encoder's reusable buffer
-	salters  map[string]*salter // salts of personal bodies by pseudonym; encoder only
+	committed chan *batch // from the encoder, to be synced
+	stopped   chan struct{}
+	failed    atomic.Pointer[error]
+	subjects  sync.Map           // pseudonym -> secret []byte
+	idCache   sync.Map           // string(idHash) -> pseudonym, of ids looked up
+	saltMAC   *salter            // salts of non-personal bodies; encoder only
+	scratch   []byte             // the encoder's reusable buffer
+	salters   map[string]*salter // salts of personal bodies by pseudonym; encoder only
 
 	metrics *metrics
 
@@ -242,7 +242,7 @@ func Open(ctx context.Context, store Store, opts Options) (*Ledger, error) {
 		tiles:      newTileStore(store),
 		slots:      make(chan struct{}, opts.MaxPending),
 		wake:       make(chan struct{}, 1),
-		writeCh:    make(chan *batch, 1),
+		committed:  make(chan *batch, 16),
 		forgetting: map[string]bool{},
 		stopped:    make(chan struct{}),
 		advanced:   make(chan struct{}),
@@ -298,7 +298,7 @@ func Open(ctx context.Context, store Store, opts Options) (*Ledger, error) {
 			return nil, fmt.Errorf("open ledger: metrics: %w", err)
 		}
 		go l.encodeLoop()
-		go l.writeLoop()
+		go l.syncLoop()
 	} else {
 		close(l.stopped)
 	}
@@ -709,8 +709,13 @@ func (l *Ledger) take() ([]*Pending, time.Time) {
 	}
 }
 
+// encodeLoop encodes what is queued and commits it, one batch at a time,
+// and hands each batch to the sync loop. Commits and syncs overlap: while
+// one sync runs, the next batches are encoded and committed, and one sync
+// then makes every batch committed before it durable.
 func (l *Ledger) encodeLoop() {
-	defer close(l.writeCh)
+	defer close(l.committed)
+	ctx := context.Background()
 	for {
 		items, since := l.take()
 		if items == nil {
@@ -725,7 +730,12 @@ func (l *Ledger) encodeLoop() {
 			}
 			b := l.encode(items[:n])
 			b.since = since
-			l.writeCh <- b
+			if f := l.failed.Load(); f != nil {
+				b.err = *f
+			} else if err := l.commitBatch(ctx, b); err != nil {
+				b.err = l.fail(err)
+			}
+			l.committed <- b
 			items = items[n:]
 		}
 	}
@@ -1001,32 +1011,6 @@ func splitFrames(b []byte) ([][]byte, error) {
 	return out, nil
 }
 
-func (l *Ledger) writeLoop() {
-	// Commits and syncs are pipelined: while one group's sync runs, the
-	// next group is committed, and one sync then makes every group
-	// committed before it durable.
-	syncCh := make(chan *batch, 16)
-	synced := make(chan struct{})
-	go func() {
-		defer close(synced)
-		l.syncLoop(syncCh)
-	}()
-	defer func() {
-		close(syncCh)
-		<-synced
-		close(l.stopped)
-	}()
-	ctx := context.Background()
-	for b := range l.writeCh {
-		if f := l.failed.Load(); f != nil {
-			b.err = *f
-		} else if err := l.commitBatch(ctx, b); err != nil {
-			b.err = l.fail(err)
-		}
-		syncCh <- b
-	}
-}
-
 // fail marks the ledger failed with cause and returns the error every
 // append gets from now on.
 func (l *Ledger) fail(cause error) error {
@@ -1040,8 +1024,11 @@ func (l *Ledger) fail(cause error) error {
 
 // syncLoop makes committed batches durable, in order: one sync for every
 // batch committed before it starts, then their entries are published
-// (durable head, indexes) and their waiters told.
-func (l *Ledger) syncLoop(in <-chan *batch) {
+// (durable head, indexes) and their waiters told. It stops once the
+// encoder has stopped and every batch is through.
+func (l *Ledger) syncLoop() {
+	defer close(l.stopped)
+	in := l.committed
 	ctx := context.Background()
 	var group []*batch
 	var syncFailed error // a sync failed: nothing after it is durable
