@@ -15,7 +15,7 @@ import (
 // Go's runtime lets a goroutine in a system call keep its P until sysmon
 // takes the P back, and under steady load sysmon's ticks are too far apart
 // to do so during an fsync. A trace of the kernel benchmark on two CPUs
-// shows it: the writer's fsyncs (median 0.18 ms, p90 1.7 ms, 40 % of wall
+// shows it: the ledger's fsyncs (median 0.18 ms, p90 1.7 ms, 40 % of wall
 // time) each kept their P to the end, even those of 2-3 ms, while
 // goroutines ready to run waited for the other P. A process that serves a
 // ledger under load should call SyncProcs once at start; osmose's command
