@@ -41,6 +41,7 @@ package ledger
 // a data subject's bodies among them.
 
 import (
+	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -286,23 +287,13 @@ func readWAL(f *os.File, last uint64) ([]walTxn, error) {
 			b = b[adv:]
 		}
 	}
-	slices.SortFunc(txns, func(a, b walTxn) int { return compareU64(a.n, b.n) })
+	slices.SortFunc(txns, func(a, b walTxn) int { return cmp.Compare(a.n, b.n) })
 	for i, t := range txns {
 		if t.n != last+1+uint64(i) {
 			return nil, fmt.Errorf("write-ahead log: %w: the store holds transactions up to %d, the log resumes at %d", ErrCorrupt, last+uint64(i), t.n)
 		}
 	}
 	return txns, nil
-}
-
-func compareU64(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // decodeWALTxns decodes a record's transactions. A record whose CRC holds
