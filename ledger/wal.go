@@ -133,6 +133,11 @@ func openWAL(d *badgerds.Datastore, dir string, readOnly bool) (*wal, error) {
 			return nil, fmt.Errorf("write-ahead log: %w", err)
 		}
 		defer f.Close()
+		if fi, err := f.Stat(); err != nil {
+			return nil, fmt.Errorf("write-ahead log: %w", err)
+		} else if fi.Size() != 2*walHalf {
+			return nil, fmt.Errorf("write-ahead log %s: %w: %d bytes, want %d", path, ErrCorrupt, fi.Size(), 2*walHalf)
+		}
 		txns, err := readWAL(f, last)
 		if err != nil {
 			return nil, err
@@ -284,7 +289,7 @@ func readWAL(f *os.File, last uint64) ([]walTxn, error) {
 			}
 			next = first + uint64(count)
 			adv := (walHeaderLen + size + walAlign - 1) &^ (walAlign - 1)
-			b = b[adv:]
+			b = b[min(adv, len(b)):]
 		}
 	}
 	slices.SortFunc(txns, func(a, b walTxn) int { return cmp.Compare(a.n, b.n) })
@@ -466,8 +471,14 @@ func (w *wal) sync() error {
 	padded := (len(rec) + walAlign - 1) &^ (walAlign - 1)
 	if padded > walHalf/2 {
 		// Too big for the log: sync Badger instead, which makes these
-		// transactions durable as a half switch would.
-		return w.fail(w.db.Sync())
+		// transactions, and every one before, durable. The next record
+		// starts the current half again: one after the last record would
+		// not follow it, and recovery would stop before it.
+		if err := w.db.Sync(); err != nil {
+			return w.fail(err)
+		}
+		w.off = w.half * walHalf
+		return nil
 	}
 	rec = rec[:padded]
 	clear(rec[walHeaderLen+size:])

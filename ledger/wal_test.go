@@ -229,7 +229,7 @@ func TestWALWrapsAround(t *testing.T) {
 
 func TestWALFillsHalvesExactly(t *testing.T) {
 	// 4,300 syncs of one small transaction: 4 KiB records that fill each
-	// half of the 16 MiB log exactly, then wrap into the first again.
+	// half of the 4 MiB log exactly, then wrap into the first again.
 	dir := t.TempDir()
 	s := openStore(t, dir)
 	for i := 1; i <= 4300; i++ {
@@ -242,4 +242,45 @@ func TestWALFillsHalvesExactly(t *testing.T) {
 	s = openStore(t, dir)
 	defer s.Close()
 	checkKeys(t, s, 4300, 4301)
+}
+
+func TestWALAfterABigSync(t *testing.T) {
+	// A sync of more than a quarter of the log syncs Badger instead; the
+	// records after it must still be found. The lagging copy of Badger's
+	// files is taken right after that sync.
+	live, lag := t.TempDir(), t.TempDir()
+	s := openStore(t, live)
+	defer s.Close()
+	for i := 1; i <= 5; i++ {
+		commit(t, s, i)
+		syncStore(t, s)
+	}
+	ctx := context.Background()
+	txn, err := s.NewTransaction(ctx, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := txn.Put(ctx, ds.NewKey("/big"), make([]byte, 1536<<10)); err != nil {
+		t.Fatal(err)
+	}
+	if err := txn.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	txn.Discard(ctx)
+	syncStore(t, s)
+	copyDir(t, live, lag)
+	for i := 6; i <= 8; i++ {
+		commit(t, s, i)
+		syncStore(t, s)
+	}
+	b, err := os.ReadFile(filepath.Join(live, "osmose.wal"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(lag, "osmose.wal"), b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s2 := openStore(t, lag)
+	defer s2.Close()
+	checkKeys(t, s2, 8, 9)
 }
