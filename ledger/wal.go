@@ -453,11 +453,8 @@ func (t *loggedTxn) Commit(ctx context.Context) error {
 func (w *wal) sync() error {
 	w.smu.Lock()
 	defer w.smu.Unlock()
-	if w.closed {
-		return ErrClosed
-	}
-	if w.failed != nil {
-		return w.failed
+	if err := w.usable(); err != nil {
+		return err
 	}
 	w.mu.Lock()
 	rec, first, count := w.pending, w.first, w.count
@@ -492,11 +489,8 @@ func (w *wal) sync() error {
 		// switch, whose Badger sync must be through before it is
 		// overwritten; this one's transactions are all committed to
 		// Badger, and a sync starting now covers them.
-		if w.bg != nil {
-			if err := <-w.bg; err != nil {
-				w.bg = nil
-				return w.fail(err)
-			}
+		if err := w.waitBackground(); err != nil {
+			return w.fail(err)
 		}
 		bg := make(chan error, 1)
 		go func() { bg <- w.db.Sync() }()
@@ -509,6 +503,26 @@ func (w *wal) sync() error {
 	}
 	w.off += int64(padded)
 	return nil
+}
+
+// usable returns why the log can take no more writes, if it cannot.
+// Call it with smu held.
+func (w *wal) usable() error {
+	if w.closed {
+		return ErrClosed
+	}
+	return w.failed
+}
+
+// waitBackground waits for the background Badger sync, if one is under
+// way, and returns its error. Call it with smu held.
+func (w *wal) waitBackground() error {
+	if w.bg == nil {
+		return nil
+	}
+	err := <-w.bg
+	w.bg = nil
+	return err
 }
 
 func (w *wal) fail(err error) error {
@@ -525,18 +539,11 @@ func (w *wal) settle() error {
 	defer w.cmu.Unlock()
 	w.smu.Lock()
 	defer w.smu.Unlock()
-	if w.closed {
-		return ErrClosed
+	if err := w.usable(); err != nil {
+		return err
 	}
-	if w.failed != nil {
-		return w.failed
-	}
-	if w.bg != nil {
-		err := <-w.bg
-		w.bg = nil
-		if err != nil {
-			return w.fail(err)
-		}
+	if err := w.waitBackground(); err != nil {
+		return w.fail(err)
 	}
 	if err := w.db.Sync(); err != nil {
 		return w.fail(err)
@@ -564,11 +571,7 @@ func (w *wal) close() error {
 		return nil
 	}
 	w.closed = true
-	var err error
-	if w.bg != nil {
-		err = <-w.bg
-		w.bg = nil
-	}
+	err := w.waitBackground()
 	if serr := w.db.Sync(); err == nil {
 		err = serr
 	}

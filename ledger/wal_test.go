@@ -97,6 +97,35 @@ func copyDir(t *testing.T, src, dst string) {
 	}
 }
 
+// copyWAL gives the store in dst the write-ahead log of the one in src.
+func copyWAL(t *testing.T, src, dst string) {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(src, "osmose.wal"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dst, "osmose.wal"), b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// putBig writes value under key in a transaction of its own.
+func putBig(t *testing.T, s ledger.Store, key string, value []byte) {
+	t.Helper()
+	ctx := context.Background()
+	txn, err := s.NewTransaction(ctx, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer txn.Discard(ctx)
+	if err := txn.Put(ctx, ds.NewKey(key), value); err != nil {
+		t.Fatal(err)
+	}
+	if err := txn.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // lagging returns a store directory whose Badger files hold transactions
 // 1..5 and whose write-ahead log, taken from a store that went on, holds
 // the transactions until more, each synced alone; settleAt > 0 settles
@@ -106,21 +135,10 @@ func lagging(t *testing.T, more, settleAt, big int) string {
 	t.Helper()
 	live, lag := t.TempDir(), t.TempDir()
 	s := openStore(t, live)
-	ctx := context.Background()
 	v := make([]byte, 256<<10)
 	for i := 0; i < big; i++ {
 		v[0], v[1] = byte(i), byte(i>>8)
-		txn, err := s.NewTransaction(ctx, false)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := txn.Put(ctx, ds.NewKey(fmt.Sprintf("/big/%03d", i)), v); err != nil {
-			t.Fatal(err)
-		}
-		if err := txn.Commit(ctx); err != nil {
-			t.Fatal(err)
-		}
-		txn.Discard(ctx)
+		putBig(t, s, fmt.Sprintf("/big/%03d", i), v)
 		if i%3 == 2 {
 			syncStore(t, s)
 		}
@@ -144,13 +162,7 @@ func lagging(t *testing.T, more, settleAt, big int) string {
 		commit(t, s, i)
 		syncStore(t, s)
 	}
-	b, err := os.ReadFile(filepath.Join(live, "osmose.wal"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(lag, "osmose.wal"), b, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	copyWAL(t, live, lag)
 	return lag
 }
 
@@ -255,31 +267,14 @@ func TestWALAfterABigSync(t *testing.T) {
 		commit(t, s, i)
 		syncStore(t, s)
 	}
-	ctx := context.Background()
-	txn, err := s.NewTransaction(ctx, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := txn.Put(ctx, ds.NewKey("/big"), make([]byte, 1536<<10)); err != nil {
-		t.Fatal(err)
-	}
-	if err := txn.Commit(ctx); err != nil {
-		t.Fatal(err)
-	}
-	txn.Discard(ctx)
+	putBig(t, s, "/big", make([]byte, 1536<<10))
 	syncStore(t, s)
 	copyDir(t, live, lag)
 	for i := 6; i <= 8; i++ {
 		commit(t, s, i)
 		syncStore(t, s)
 	}
-	b, err := os.ReadFile(filepath.Join(live, "osmose.wal"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(lag, "osmose.wal"), b, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	copyWAL(t, live, lag)
 	s2 := openStore(t, lag)
 	defer s2.Close()
 	checkKeys(t, s2, 8, 9)
