@@ -36,7 +36,7 @@ func (d gateDir) flip() gateDir { return 1 - d }
 // one admitting queued calls at the time: Kernel.enqueue), recorded on the
 // ledger, and forwarded to inner only when admitted; its answer goes back
 // once the call's return entry is durable. A gate has no goroutine of its
-// own. Admission never waits for the driver or for a sync, and waits for
+// own. Admission never waits for the driver or for an fsync, and waits for
 // room in the ledger only on a goroutine of the gate's backlog (see
 // gate.recv); the goroutine that delivers a call never waits for the
 // sequencer.

@@ -64,20 +64,12 @@
 // # Storage
 //
 // The ledger sits on a go-datastore (Store) that can commit a set of writes
-// atomically: Badger (OpenBadger) on disk, or MemStore in memory. The
-// Badger store makes commits durable through a write-ahead log of its own
-// (osmose.wal in the same directory, wal.go): a sync is one synchronous
-// write into a file of fixed size, and Badger's value log is synced once
-// for each half of that file the store fills. OpenBadger applies the
-// commits the log holds and Badger lacks. Keys:
+// atomically: Badger (OpenBadger) on disk, or MemStore in memory. Keys:
 //
 //	/l/meta              ledger metadata (JSON)
 //	/l/head              durable size, root and last CID
 //	/l/indexed           seq below which the stored index postings are complete
 //	/l/erasure           the job record of an erasure under way (see Erasure)
-//	/l/wal               number of the last store transaction (Badger store;
-//	                     the write-ahead log's transactions after it are
-//	                     applied when the store opens)
 //	/e/<first>/<n>       records of seqs first..first+n-1 (n a power of two ≤ 64,
 //	                     first a multiple of n); a record is the envelope
 //	                     block, then the entry's non-personal body blocks
@@ -115,10 +107,8 @@
 //
 //  1. Locate: stop the subject's appends (ErrForgotten), wait for those
 //     already queued, list the subject's keys, check each body against
-//     the link its envelope holds, settle the store's write-ahead log
-//     (sync Badger's value log, zero the log's file), and ask the store
-//     (Badger) where each stored version of those keys lies in its value
-//     log.
+//     the link its envelope holds, and ask the store (Badger) where each
+//     stored version of those keys lies in its value log.
 //  2. Job: in one synced transaction, write the job record under
 //     /l/erasure (the pseudonym, the keys, the (seq, CID) of every body,
 //     the value-log places; never the subject's id) and delete the
@@ -161,9 +151,8 @@
 //     builds envelopes, bodies, tree hashes and index postings in seq order,
 //     and commits the batch as one store transaction. One sync goroutine
 //     then makes every batch committed before its sync starts durable with
-//     one sync of the store (on Badger, one write of its write-ahead log).
-//     While a sync runs, the next batches form, are encoded and are
-//     committed. The goroutine in the sync keeps its P (GOMAXPROCS) for
+//     one fsync. While a sync runs, the next batches form, are encoded and
+//     are committed. The goroutine in fsync keeps its P (GOMAXPROCS) for
 //     the whole sync, so a process serving a busy ledger gives itself one P
 //     more (SyncProcs).
 //  4. When its batch is durable, an entry's Pending is done: Wait returns

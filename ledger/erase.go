@@ -229,11 +229,6 @@ func (l *Ledger) prepareJob(ctx context.Context, p string, opts ForgetOptions) (
 		job.keys = append(job.keys, job.mapping)
 	}
 	if vl, ok := l.store.(valueLog); ok {
-		// The write-ahead log holds the subject's values too, and the
-		// places located must be the synced ones.
-		if err := vl.settleLog(); err != nil {
-			return nil, fmt.Errorf("settle the store's logs: %w", err)
-		}
 		for _, loc := range []struct {
 			prefix string
 			exact  bool

@@ -6,8 +6,7 @@ import (
 )
 
 // SyncProcs gives the process one P (GOMAXPROCS) more than it has, for the
-// goroutine a syncing ledger keeps in its store's sync (a synchronous
-// write, or an fsync), and returns a function that
+// goroutine a syncing ledger keeps in fsync, and returns a function that
 // puts the previous value back. It does nothing when the GOMAXPROCS
 // environment variable is set: the operator has chosen. Like any call to
 // runtime.GOMAXPROCS, it ends the runtime's own updates of GOMAXPROCS when

@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"time"
 
 	"github.com/dgraph-io/badger"
 	ds "github.com/ipfs/go-datastore"
@@ -33,7 +32,6 @@ type BadgerStore struct {
 	*badgerds.Datastore
 	dir      string // the database and value-log directory
 	readOnly bool
-	wal      *wal // nil when read-only
 }
 
 // BadgerOptions are the options of OpenBadger.
@@ -56,10 +54,7 @@ var (
 )
 
 // OpenBadger opens (creating if needed, unless read-only) a Badger store in
-// dir. Writes are not synced one by one: the ledger syncs once per batch,
-// and a sync is a write of the store's write-ahead log (wal.go), which
-// OpenBadger replays first. A read-only open refuses a store whose log
-// holds transactions it lacks (ErrNeedsRecovery).
+// dir. Writes are not synced one by one: the ledger syncs once per batch.
 func OpenBadger(dir string, opt BadgerOptions) (*BadgerStore, error) {
 	fi, err := os.Stat(dir)
 	switch {
@@ -116,83 +111,7 @@ func OpenBadger(dir string, opt BadgerOptions) (*BadgerStore, error) {
 		}
 		return nil, fmt.Errorf("open ledger store %s: %w", dir, err)
 	}
-	w, err := openWAL(d, dir, opt.ReadOnly)
-	if err != nil {
-		d.Close()
-		return nil, fmt.Errorf("open ledger store %s: %w", dir, err)
-	}
-	return &BadgerStore{Datastore: d, dir: dir, readOnly: opt.ReadOnly, wal: w}, nil
-}
-
-// errBypassesLog: a write path of go-ds-badger that would not reach the
-// write-ahead log.
-var errBypassesLog = errors.New("ledger store: not supported (it would bypass the write-ahead log); use a transaction")
-
-// NewTransaction starts a transaction; a write transaction's operations
-// reach the write-ahead log when it commits.
-func (s *BadgerStore) NewTransaction(ctx context.Context, readOnly bool) (ds.Txn, error) {
-	t, err := s.Datastore.NewTransaction(ctx, readOnly)
-	if err != nil || readOnly || s.wal == nil {
-		return t, err
-	}
-	return &loggedTxn{Txn: t, w: s.wal}, nil
-}
-
-// Put writes one key in a transaction of its own.
-func (s *BadgerStore) Put(ctx context.Context, key ds.Key, value []byte) error {
-	return s.update(ctx, func(t ds.Txn) error { return t.Put(ctx, key, value) })
-}
-
-// Delete deletes one key in a transaction of its own.
-func (s *BadgerStore) Delete(ctx context.Context, key ds.Key) error {
-	return s.update(ctx, func(t ds.Txn) error { return t.Delete(ctx, key) })
-}
-
-func (s *BadgerStore) update(ctx context.Context, fn func(ds.Txn) error) error {
-	t, err := s.NewTransaction(ctx, false)
-	if err != nil {
-		return err
-	}
-	defer t.Discard(ctx)
-	if err := fn(t); err != nil {
-		return err
-	}
-	return t.Commit(ctx)
-}
-
-// Batch is refused: go-ds-badger's batches bypass the write-ahead log.
-func (s *BadgerStore) Batch(ctx context.Context) (ds.Batch, error) { return nil, errBypassesLog }
-
-// PutWithTTL is refused, as Batch is.
-func (s *BadgerStore) PutWithTTL(ctx context.Context, key ds.Key, value []byte, ttl time.Duration) error {
-	return errBypassesLog
-}
-
-// SetTTL is refused, as Batch is.
-func (s *BadgerStore) SetTTL(ctx context.Context, key ds.Key, ttl time.Duration) error {
-	return errBypassesLog
-}
-
-// Sync makes every committed transaction durable (the prefix is ignored):
-// one write of the write-ahead log.
-func (s *BadgerStore) Sync(ctx context.Context, prefix ds.Key) error {
-	if s.wal == nil {
-		return s.Datastore.Sync(ctx, prefix)
-	}
-	return s.wal.sync()
-}
-
-// Close syncs Badger's value log, so that the next open needs nothing of
-// the write-ahead log, and closes the store.
-func (s *BadgerStore) Close() error {
-	var err error
-	if s.wal != nil {
-		err = s.wal.close()
-	}
-	if cerr := s.Datastore.Close(); err == nil {
-		err = cerr
-	}
-	return err
+	return &BadgerStore{Datastore: d, dir: dir, readOnly: opt.ReadOnly}, nil
 }
 
 // checkBadgerDir refuses a non-empty directory that holds no Badger

@@ -39,17 +39,6 @@ type valueLog interface {
 	// record twice is harmless. progress, if not nil, is called with the
 	// number of records done.
 	scrubValues(recs []vlogRecord, accept func(key []byte) bool, progress func(done int)) (bytes int64, err error)
-	// settleLog makes everything committed durable in the value log and
-	// removes every byte written so far from any other file that holds
-	// it (a write-ahead log), before locateValues.
-	settleLog() error
-}
-
-func (s *BadgerStore) settleLog() error {
-	if s.wal == nil {
-		return ErrReadOnly
-	}
-	return s.wal.settle()
 }
 
 // vlogRecord is the place of one record in a value log.
