@@ -110,12 +110,12 @@
 //     on, so no receive loop sleeps on the sequencer's mutex. The caps
 //     table admits or denies (caps.Table.Admit: grant live, method in its
 //     set, caveats, with numeric arguments extracted per method for range
-//     caveats); the
-//     "call" entry is appended (Decision admit or deny, Reason on deny),
-//     which fixes its seq; an admitted call is registered as in flight on
-//     its grant and handed to the driver (ClientHook.Recv, which only
-//     queues) with the caller's params, every capability inside them
-//     rewritten in place to a gate of the opposite direction.
+//     caveats); the "call" entry is appended (Decision admit or deny,
+//     Reason on deny), which fixes its seq; an admitted call is
+//     registered as in flight on its grant and handed to the driver
+//     (ClientHook.Recv, which only queues) with the caller's params,
+//     every capability inside them rewritten in place to a gate of the
+//     opposite direction.
 //     Because all three happen in one critical section, ledger order is
 //     admission order is revocation order, no call is admitted after its
 //     grant's revocation, and each driver receives its calls in admission
