@@ -135,7 +135,7 @@
 //     admitted call runs to its end at the driver, and its return entry
 //     says how it ended, even if the caller has gone. The
 //     answerer answers it once the return entry is durable (group commit:
-//     many calls share one fsync; the answerer wakes once per commit);
+//     many calls share one sync; the answerer wakes once per commit);
 //  6. ends its OpenTelemetry span (principal, grant, device, interface,
 //     method, decision, reason) and records the osmose.kernel.calls counter
 //     and the osmose.kernel.call.duration histogram.

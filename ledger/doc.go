@@ -151,10 +151,12 @@
 //     builds envelopes, bodies, tree hashes and index postings in seq order,
 //     and commits the batch as one store transaction. One sync goroutine
 //     then makes every batch committed before its sync starts durable with
-//     one fsync. While a sync runs, the next batches form, are encoded and
-//     are committed. The goroutine in fsync keeps its P (GOMAXPROCS) for
-//     the whole sync, so a process serving a busy ledger gives itself one P
-//     more (SyncProcs).
+//     one sync of the store: on Badger, one fdatasync of its value log,
+//     after whose end the store keeps zeros written so that a sync writes
+//     the new data and nothing else (vlogTail). While a sync runs, the
+//     next batches form, are encoded and are committed. The goroutine in
+//     the sync keeps its P (GOMAXPROCS) for the whole sync, so a process
+//     serving a busy ledger gives itself one P more (SyncProcs).
 //  4. When its batch is durable, an entry's Pending is done: Wait returns
 //     and the caller may answer whoever was waiting for the entry. With
 //     Options.MeterProvider, each sync records its duration, and each

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 
 	"github.com/dgraph-io/badger"
 	ds "github.com/ipfs/go-datastore"
@@ -27,11 +28,21 @@ type Store interface {
 }
 
 // BadgerStore is a Store on an embedded Badger v1 database in a directory.
-// It has the value-log feature erasure needs (vlog.go).
+// It has the value-log feature erasure needs (vlog.go). Opened for
+// writing, it syncs its own way (vlogTail, tail.go): Sync is an fdatasync
+// of the newest value-log file, whose next blocks it keeps written with
+// zeros.
 type BadgerStore struct {
 	*badgerds.Datastore
 	dir      string // the database and value-log directory
 	readOnly bool
+
+	// commitMu is held by every commit and, after it, by the tail's
+	// writing of zeros (vlogTail), which must see no value-log append in
+	// flight. Writes go through the store's own methods (NewTransaction,
+	// Put, Delete), never the embedded Datastore's.
+	commitMu sync.Mutex
+	tail     *vlogTail // nil when read-only
 }
 
 // BadgerOptions are the options of OpenBadger.
@@ -40,6 +51,8 @@ type BadgerOptions struct {
 	// truncation, no compaction. Read-only commands (verify, show, export)
 	// use it, so that a damaged directory is reported, never changed.
 	ReadOnly bool
+
+	valueLogFileSize int64 // tests: Badger rotates its value log past it
 }
 
 // Errors of OpenBadger that callers branch on.
@@ -90,6 +103,9 @@ func OpenBadger(dir string, opt BadgerOptions) (*BadgerStore, error) {
 	o.Options.MaxTableSize = 16 << 20
 	o.Options.NumMemtables = 3
 	o.Options.ValueLogFileSize = 256 << 20
+	if opt.valueLogFileSize > 0 {
+		o.Options.ValueLogFileSize = opt.valueLogFileSize
+	}
 	// Envelopes, bodies and tiles go to the value log, which is written
 	// once; the LSM tree holds keys and value pointers, so compactions move
 	// little. (go-ds-badger's default keeps values up to 64 KiB in the LSM
@@ -111,7 +127,101 @@ func OpenBadger(dir string, opt BadgerOptions) (*BadgerStore, error) {
 		}
 		return nil, fmt.Errorf("open ledger store %s: %w", dir, err)
 	}
-	return &BadgerStore{Datastore: d, dir: dir, readOnly: opt.ReadOnly}, nil
+	bs := &BadgerStore{Datastore: d, dir: dir, readOnly: opt.ReadOnly}
+	if !opt.ReadOnly {
+		if bs.tail, err = openVlogTail(dir, o.Options.ValueLogFileSize); err != nil {
+			d.Close()
+			return nil, fmt.Errorf("open ledger store %s: %w", dir, err)
+		}
+	}
+	return bs, nil
+}
+
+// NewTransaction implements ds.TxnDatastore.
+func (s *BadgerStore) NewTransaction(ctx context.Context, readOnly bool) (ds.Txn, error) {
+	txn, err := s.Datastore.NewTransaction(ctx, readOnly)
+	if err != nil {
+		return nil, err
+	}
+	return &badgerTxn{Txn: txn, s: s}, nil
+}
+
+// Put implements ds.Datastore, in a transaction of its own.
+func (s *BadgerStore) Put(ctx context.Context, key ds.Key, value []byte) error {
+	return s.update(ctx, func(txn ds.Txn) error { return txn.Put(ctx, key, value) })
+}
+
+// Delete implements ds.Datastore, in a transaction of its own.
+func (s *BadgerStore) Delete(ctx context.Context, key ds.Key) error {
+	return s.update(ctx, func(txn ds.Txn) error { return txn.Delete(ctx, key) })
+}
+
+func (s *BadgerStore) update(ctx context.Context, fn func(ds.Txn) error) error {
+	txn, err := s.NewTransaction(ctx, false)
+	if err != nil {
+		return err
+	}
+	defer txn.Discard(ctx)
+	if err := fn(txn); err != nil {
+		return err
+	}
+	return txn.Commit(ctx)
+}
+
+// Batch is not supported: write in a transaction (NewTransaction).
+func (s *BadgerStore) Batch(context.Context) (ds.Batch, error) {
+	return nil, ds.ErrBatchUnsupported
+}
+
+// Sync makes every commit that returned before it durable. The prefix is
+// ignored: a sync covers the whole store, as Badger's does.
+func (s *BadgerStore) Sync(ctx context.Context, prefix ds.Key) error {
+	if s.tail != nil {
+		if err := s.tail.sync(); !errors.Is(err, errTailClosed) {
+			return err
+		}
+	}
+	return s.Datastore.Sync(ctx, prefix)
+}
+
+// Close closes the store. Badger truncates the value log's zeros.
+func (s *BadgerStore) Close() error {
+	if s.tail != nil {
+		s.commitMu.Lock()
+		s.tail.close()
+		s.commitMu.Unlock()
+	}
+	return s.Datastore.Close()
+}
+
+// badgerTxn counts what a transaction appends to the value log, for the
+// tail, and holds commitMu while it commits.
+type badgerTxn struct {
+	ds.Txn
+	s *BadgerStore
+	n int64 // value-log bytes, at most
+}
+
+func (t *badgerTxn) Put(ctx context.Context, key ds.Key, value []byte) error {
+	t.n += int64(vlogRecordOverhead + len(key.String()) + len(value))
+	return t.Txn.Put(ctx, key, value)
+}
+
+func (t *badgerTxn) Delete(ctx context.Context, key ds.Key) error {
+	t.n += int64(vlogRecordOverhead + len(key.String()))
+	return t.Txn.Delete(ctx, key)
+}
+
+func (t *badgerTxn) Commit(ctx context.Context) error {
+	t.s.commitMu.Lock()
+	defer t.s.commitMu.Unlock()
+	if err := t.Txn.Commit(ctx); err != nil {
+		return err
+	}
+	if t.n > 0 && t.s.tail != nil {
+		t.s.tail.committed(t.n + int64(vlogCommitRecord))
+	}
+	return nil
 }
 
 // checkBadgerDir refuses a non-empty directory that holds no Badger

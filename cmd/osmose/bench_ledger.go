@@ -33,7 +33,7 @@ directory:
  1. the ledger: --appenders goroutines append typical call entries (actor,
     grant, device path, interface id, small params and result bodies), each
     keeping --window appends outstanding; it reports entries/s until the
-    last is durable (an fsync per group commit), the append-to-durable
+    last is durable (a sync per group commit), the append-to-durable
     latency (p50, p99, max), and heap and RSS sampled during the run;
  2. raw Badger: the same bytes written directly, from one writer: a
     counting wrapper around the ledger's store records each transaction it
@@ -618,7 +618,7 @@ func printBenchLedger(e *env, r *benchLedgerResult) {
 	fmt.Fprintf(w, "%-34s %14s %14s\n", "", "ledger", "raw badger")
 	fmt.Fprintf(w, "%-34s %14.0f %14.0f\n", "entries/s", L.EntriesPerSec, R.EntriesPerSec)
 	fmt.Fprintf(w, "%-34s %14.2f %14.2f\n", "seconds", L.Seconds, R.Seconds)
-	fmt.Fprintf(w, "%-34s %14d %14d\n", "transactions (one fsync each)", L.Batches, R.Transactions)
+	fmt.Fprintf(w, "%-34s %14d %14d\n", "transactions (one sync each)", L.Batches, R.Transactions)
 	fmt.Fprintf(w, "%-34s %14d %14d\n", "keys written", L.Keys, R.Keys)
 	fmt.Fprintf(w, "%-34s %14d %14d\n", "bytes written", L.Bytes, R.Bytes)
 	fmt.Fprintf(w, "\nratio ledger/raw                   %.2f\n", r.Ratio)

@@ -1,0 +1,267 @@
+package ledger
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sort"
+	"testing"
+
+	ds "github.com/ipfs/go-datastore"
+)
+
+// vlogDataEnd walks the records of a value-log file and returns where the
+// last whole record ends.
+func vlogDataEnd(t *testing.T, b []byte) int {
+	t.Helper()
+	off := 0
+	for off+vlogHeaderLen <= len(b) {
+		klen := int(binary.BigEndian.Uint32(b[off:]))
+		vlen := int(binary.BigEndian.Uint32(b[off+4:]))
+		n := vlogHeaderLen + klen + vlen + vlogCRCLen
+		if klen == 0 || off+n > len(b) {
+			break
+		}
+		if crc32.Checksum(b[off:off+n-vlogCRCLen], castagnoli) != binary.BigEndian.Uint32(b[off+n-vlogCRCLen:]) {
+			break
+		}
+		off += n
+	}
+	return off
+}
+
+// vlogFiles returns the value-log files of dir in fid order.
+func vlogFiles(t *testing.T, dir string) []string {
+	t.Helper()
+	fs, err := filepath.Glob(filepath.Join(dir, "*.vlog"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sort.Strings(fs)
+	return fs
+}
+
+// checkTail checks that file holds whole records and then only zeros:
+// at least wantZeros of them.
+func checkTail(t *testing.T, file string, wantZeros int) {
+	t.Helper()
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	end := vlogDataEnd(t, b)
+	if end == 0 {
+		t.Fatalf("%s: no record", file)
+	}
+	if i := bytes.IndexFunc(b[end:], func(r rune) bool { return r != 0 }); i >= 0 {
+		t.Fatalf("%s: a byte that is not zero at %d, after the records' end %d", file, end+i, end)
+	}
+	if z := len(b) - end; z < wantZeros {
+		t.Fatalf("%s: %d bytes of zeros after the records (at %d), want at least %d", file, z, end, wantZeros)
+	}
+}
+
+type tailFixture struct {
+	t    *testing.T
+	dir  string
+	opt  BadgerOptions
+	s    *BadgerStore
+	vals map[string][]byte
+	rng  *rand.Rand
+}
+
+func newTailFixture(t *testing.T, opt BadgerOptions) *tailFixture {
+	f := &tailFixture{t: t, dir: t.TempDir(), opt: opt, vals: map[string][]byte{}, rng: rand.New(rand.NewPCG(1, 2))}
+	f.open()
+	return f
+}
+
+func (f *tailFixture) open() {
+	s, err := OpenBadger(f.dir, f.opt)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	f.s = s
+}
+
+// commit commits one transaction of n values of size bytes, and syncs.
+func (f *tailFixture) commit(n, size int) {
+	f.t.Helper()
+	ctx := context.Background()
+	txn, err := f.s.NewTransaction(ctx, false)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	defer txn.Discard(ctx)
+	for range n {
+		k := fmt.Sprintf("/v/%06d", len(f.vals))
+		v := make([]byte, size)
+		for i := range v {
+			v[i] = byte(f.rng.Uint32())
+		}
+		if err := txn.Put(ctx, ds.NewKey(k), v); err != nil {
+			f.t.Fatal(err)
+		}
+		f.vals[k] = v
+	}
+	if err := txn.Commit(ctx); err != nil {
+		f.t.Fatal(err)
+	}
+	if err := f.s.Sync(ctx, ds.NewKey("/")); err != nil {
+		f.t.Fatal(err)
+	}
+}
+
+// check reads every value back.
+func (f *tailFixture) check(s *BadgerStore) {
+	f.t.Helper()
+	for k, want := range f.vals {
+		got, err := s.Get(context.Background(), ds.NewKey(k))
+		if err != nil {
+			f.t.Fatalf("get %s: %v", k, err)
+		}
+		if !bytes.Equal(got, want) {
+			f.t.Fatalf("get %s: wrong value", k)
+		}
+	}
+}
+
+func TestVlogTailZerosAhead(t *testing.T) {
+	f := newTailFixture(t, BadgerOptions{})
+	for i := range 200 {
+		f.commit(1+i%5, 300+i*97%20000)
+		if i%25 != 0 {
+			continue
+		}
+		files := vlogFiles(t, f.dir)
+		if len(files) != 1 {
+			t.Fatalf("%d value-log files, want 1", len(files))
+		}
+		checkTail(t, files[0], appendAhead)
+	}
+	// One commit larger than the zeros ahead: Badger writes past them.
+	f.commit(3, 2<<20)
+	checkTail(t, vlogFiles(t, f.dir)[0], appendAhead)
+	f.commit(1, 100)
+	checkTail(t, vlogFiles(t, f.dir)[0], appendAhead)
+	f.check(f.s)
+	if err := f.s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// Closed, Badger has cut the zeros: a read-only open finds a clean
+	// store.
+	checkTail(t, vlogFiles(t, f.dir)[0], 0)
+	b, _ := os.ReadFile(vlogFiles(t, f.dir)[0])
+	if end := vlogDataEnd(t, b); end != len(b) {
+		t.Fatalf("closed store: value log of %d bytes, its records end at %d", len(b), end)
+	}
+	ro, err := OpenBadger(f.dir, BadgerOptions{ReadOnly: true})
+	if err != nil {
+		t.Fatalf("read-only open after close: %v", err)
+	}
+	f.check(ro)
+	ro.Close()
+	// Reopened for writing, it keeps zeros ahead again.
+	f.open()
+	f.commit(2, 1000)
+	checkTail(t, vlogFiles(t, f.dir)[0], appendAhead)
+	f.check(f.s)
+	f.s.Close()
+}
+
+func TestVlogTailRotation(t *testing.T) {
+	f := newTailFixture(t, BadgerOptions{valueLogFileSize: 1 << 20})
+	for range 60 {
+		f.commit(2, 50_000)
+	}
+	files := vlogFiles(t, f.dir)
+	if len(files) < 3 {
+		t.Fatalf("%d value-log files, want Badger to have rotated at least twice", len(files))
+	}
+	// Older files were cut by Badger when it rotated; the newest has
+	// zeros ahead, and the tail syncs it.
+	for _, file := range files[:len(files)-1] {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if end := vlogDataEnd(t, b); end != len(b) {
+			t.Fatalf("%s: %d bytes, its records end at %d", file, len(b), end)
+		}
+	}
+	newest := files[len(files)-1]
+	checkTail(t, newest, appendAhead)
+	if got := f.s.tail.path(f.s.tail.fid); got != newest {
+		t.Fatalf("the tail follows %s, want %s", got, newest)
+	}
+	f.check(f.s)
+	f.s.Close()
+	f.open()
+	f.check(f.s)
+	f.s.Close()
+}
+
+// A crash leaves the zeros in the file: a writable open cuts them, as it
+// cuts a torn record, and a read-only open asks for that recovery.
+func TestVlogTailAfterCrash(t *testing.T) {
+	f := newTailFixture(t, BadgerOptions{})
+	for i := range 20 {
+		f.commit(2, 1000+i*300)
+	}
+	// The crash: a copy of the directory of the open store.
+	crashed := t.TempDir()
+	ents, err := os.ReadDir(f.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		if e.Name() == "LOCK" {
+			continue
+		}
+		copyFile(t, filepath.Join(f.dir, e.Name()), filepath.Join(crashed, e.Name()))
+	}
+	checkTail(t, vlogFiles(t, crashed)[0], appendAhead)
+	f.s.Close()
+
+	if _, err := OpenBadger(crashed, BadgerOptions{ReadOnly: true}); !errors.Is(err, ErrNeedsRecovery) {
+		t.Fatalf("read-only open of a crashed store: %v, want ErrNeedsRecovery", err)
+	}
+	f.dir = crashed
+	f.open()
+	f.check(f.s)
+	f.commit(1, 500)
+	checkTail(t, vlogFiles(t, crashed)[0], appendAhead)
+	f.s.Close()
+	ro, err := OpenBadger(crashed, BadgerOptions{ReadOnly: true})
+	if err != nil {
+		t.Fatalf("read-only open after recovery and close: %v", err)
+	}
+	f.check(ro)
+	ro.Close()
+}
+
+func copyFile(t *testing.T, from, to string) {
+	t.Helper()
+	in, err := os.Open(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	out, err := os.Create(to)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		t.Fatal(err)
+	}
+	if err := out.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
