@@ -3,6 +3,7 @@ package ledger
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -107,7 +108,7 @@ func (t *vlogTail) reopen(fid int) error {
 	if err != nil {
 		return err
 	}
-	fi, err := f.Stat()
+	size, err := fileSize(f)
 	if err != nil {
 		f.Close()
 		return err
@@ -115,9 +116,16 @@ func (t *vlogTail) reopen(fid int) error {
 	if t.f != nil {
 		t.f.Close() // a sync still running on it holds it open (datasync)
 	}
-	t.fid, t.f, t.end, t.data = fid, f, fi.Size(), fi.Size()
+	t.fid, t.f, t.end, t.data = fid, f, size, size
 	return nil
 }
+
+// fileSize returns f's size without a stat: on Linux, a stat of the file
+// makes its next write take a fine-grained time (multigrain timestamps),
+// which dirties the inode, and the next fdatasync then writes the inode
+// as well. A seek to the end reads the size alone. (The tail writes with
+// WriteAt, so its descriptor's offset does not matter.)
+func fileSize(f *os.File) (int64, error) { return f.Seek(0, io.SeekEnd) }
 
 // follow moves to Badger's newest file if it has rotated. Badger synced
 // the older file before it created the new one.
@@ -155,12 +163,12 @@ func (t *vlogTail) committed(n int64) {
 	if t.fid == fid {
 		t.data += n
 	}
-	fi, err := t.f.Stat()
+	size, err := fileSize(t.f)
 	if err != nil {
 		t.off = true
 		return
 	}
-	if size := fi.Size(); size != t.end {
+	if size != t.end {
 		// Badger wrote past the zeros: the file is its data.
 		t.end, t.data = size, size
 	}
