@@ -38,9 +38,10 @@ type BadgerStore struct {
 	readOnly bool
 
 	// commitMu is held by every commit and, after it, by the tail's
-	// writing of zeros (vlogTail), which must see no value-log append in
-	// flight. Writes go through the store's own methods (NewTransaction,
-	// Put, Delete), never the embedded Datastore's.
+	// writing of zeros (vlogTail), which must see no commit in flight
+	// (Badger's own small appends are what appendGuard is for). Writes go
+	// through the store's own methods (NewTransaction, Put, Delete), never
+	// the embedded Datastore's.
 	commitMu sync.Mutex
 	tail     *vlogTail // nil when read-only
 }
@@ -184,14 +185,22 @@ func (s *BadgerStore) Sync(ctx context.Context, prefix ds.Key) error {
 	return s.Datastore.Sync(ctx, prefix)
 }
 
-// Close closes the store. Badger truncates the value log's zeros.
+// Close closes the store. Badger truncates the value log's zeros, and the
+// store syncs that.
 func (s *BadgerStore) Close() error {
-	if s.tail != nil {
-		s.commitMu.Lock()
-		s.tail.close()
-		s.commitMu.Unlock()
+	if s.tail == nil {
+		return s.Datastore.Close()
 	}
-	return s.Datastore.Close()
+	s.commitMu.Lock()
+	s.tail.close()
+	s.commitMu.Unlock()
+	if err := s.Datastore.Close(); err != nil {
+		return err
+	}
+	if err := s.tail.syncClosed(); err != nil {
+		return fmt.Errorf("close ledger store %s: sync the value log: %w", s.dir, err)
+	}
+	return nil
 }
 
 // badgerTxn counts what a transaction appends to the value log, for the

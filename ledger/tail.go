@@ -27,13 +27,20 @@ import (
 // zeros. A sync then costs about half the device time and half the CPU
 // (BENCHMARKS.md, "Zeros ahead of the value log").
 //
-// Zeros are only ever appended at the end of the file, with no commit in
-// flight (BadgerStore.commitMu), so they never overwrite a value. Badger
-// truncates the zeros itself: when it closes, and when it rotates to a new
-// file; a writable open after a crash truncates them as it does a torn
-// record (Badger stops replaying at the first record whose checksum fails,
-// and a record of zeros fails it). A read-only open after a crash reports
-// the store as needing recovery, as it did before.
+// Zeros never overwrite a value. They are written after the end of the
+// file, with no commit in flight (BadgerStore.commitMu). Badger also
+// appends by itself, outside any commit: its discard statistics, a small
+// record after some compactions. So zeros go right at the end of the file
+// only while the zeros already there leave Badger appendGuard bytes or
+// more; otherwise (after an open or a rotation, or after a commit larger
+// than the zeros) they start appendGuard past the end, and Badger's next
+// appends fill the hole between as ordinary appends. Badger truncates the
+// zeros itself when it rotates to a new file and when it closes (the
+// store then syncs the file, so that the truncation is durable); a
+// writable open after a crash truncates them as it does a torn record
+// (Badger stops replaying at the first record whose checksum fails, and a
+// record of zeros fails it). A read-only open after a crash reports the
+// store as needing recovery, as it did before.
 type vlogTail struct {
 	dir      string
 	fileSize int64 // Badger's ValueLogFileSize: it rotates past it
@@ -45,10 +52,14 @@ type vlogTail struct {
 	// data, then the tail's zeros. A larger size means Badger wrote past
 	// the zeros.
 	end int64
-	// data is where Badger's data ends, or a little after: the value-log
-	// bytes of every commit are added (an upper bound: commitBytes).
+	// data is where Badger's data ends: the value-log bytes of every
+	// commit are added (an upper bound), but not Badger's own appends,
+	// which are small (see appendGuard).
 	data  int64
 	zeros []byte
+	// cut: the file is smaller than the tail left it: Badger truncated it,
+	// rotating to a new file or closing. No more zeros go into it.
+	cut bool
 	// off: writing zeros failed (e.g. the disk is full), or the tail lost
 	// track of Badger's file; it writes no more zeros and still syncs.
 	off bool
@@ -59,6 +70,10 @@ var errTailClosed = errors.New("value-log tail closed")
 const (
 	appendChunk = 1 << 20
 	appendAhead = 4 << 20
+	// appendGuard is far more than Badger appends outside the ledger's
+	// commits before a commit shows the tail where its data ends: a
+	// discard-statistics record holds a few bytes per value-log file.
+	appendGuard = 1 << 20
 )
 
 // Badger v1.6's value-log record: an 18-byte header, the key with an
@@ -73,27 +88,37 @@ const (
 // openVlogTail opens the newest value-log file in dir, which Badger has
 // just opened (and, after a crash, truncated to its last whole commit).
 func openVlogTail(dir string, fileSize int64) (*vlogTail, error) {
-	ents, err := os.ReadDir(dir)
+	fid, err := newestVlog(dir)
 	if err != nil {
 		return nil, err
 	}
-	t := &vlogTail{dir: dir, fileSize: fileSize, fid: -1}
+	t := &vlogTail{dir: dir, fileSize: fileSize}
+	if err := t.reopen(fid); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+// newestVlog returns the number of the newest value-log file in dir.
+func newestVlog(dir string) (int, error) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return 0, err
+	}
+	fid := -1
 	for _, e := range ents {
 		n, ok := strings.CutSuffix(e.Name(), ".vlog")
 		if !ok {
 			continue
 		}
-		if id, err := strconv.Atoi(n); err == nil && id > t.fid {
-			t.fid = id
+		if id, err := strconv.Atoi(n); err == nil && id > fid {
+			fid = id
 		}
 	}
-	if t.fid < 0 {
-		return nil, fmt.Errorf("no value-log file in %s", dir)
+	if fid < 0 {
+		return 0, fmt.Errorf("no value-log file in %s", dir)
 	}
-	if err := t.reopen(t.fid); err != nil {
-		return nil, err
-	}
-	return t, nil
+	return fid, nil
 }
 
 func (t *vlogTail) path(fid int) string {
@@ -116,7 +141,7 @@ func (t *vlogTail) reopen(fid int) error {
 	if t.f != nil {
 		t.f.Close() // a sync still running on it holds it open (datasync)
 	}
-	t.fid, t.f, t.end, t.data = fid, f, size, size
+	t.fid, t.f, t.end, t.data, t.cut = fid, f, size, size, false
 	return nil
 }
 
@@ -145,10 +170,10 @@ func (t *vlogTail) follow() error {
 }
 
 // committed is told, with no other commit in flight, that a commit
-// appended at most n bytes to the value log; it keeps appendAhead bytes of
-// zeros after Badger's data. If it cannot, it stops writing zeros (the
-// store works as it would without them); a sync that cannot follow
-// Badger's newest file reports it.
+// appended at most n bytes to the value log; it writes a chunk of zeros
+// when fewer than appendAhead bytes are left after Badger's data. If it
+// cannot, it stops writing zeros (the store works as it would without
+// them); a sync that cannot follow Badger's newest file reports it.
 func (t *vlogTail) committed(n int64) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -168,49 +193,83 @@ func (t *vlogTail) committed(n int64) {
 		t.off = true
 		return
 	}
-	if size != t.end {
+	switch {
+	case size < t.end:
+		t.cut = true
+	case size > t.end:
 		// Badger wrote past the zeros: the file is its data.
 		t.end, t.data = size, size
 	}
 	t.data = min(t.data, t.end)
-	for t.end-t.data < appendAhead && t.end < t.fileSize+appendAhead {
-		if err := t.appendZeros(); err != nil {
-			t.off = true
-			return
-		}
+	if t.cut || t.end-t.data >= appendAhead || t.end >= t.fileSize+appendAhead {
+		return
+	}
+	if err := t.appendZeros(); err != nil {
+		t.off = true
 	}
 }
 
-// appendZeros writes a chunk of zeros at the end of the file. Nothing is
-// written below the file's size, which no commit changes meanwhile: no
-// value is overwritten whatever t.data says.
+// appendZeros writes a chunk of zeros after the end of the file: right at
+// it if the zeros there leave Badger appendGuard bytes, else appendGuard
+// past it. Nothing is written below the file's size, which no commit
+// changes meanwhile.
 func (t *vlogTail) appendZeros() error {
 	if t.zeros == nil {
 		t.zeros = make([]byte, appendChunk)
 	}
-	n, err := t.f.WriteAt(t.zeros, t.end)
-	t.end += int64(n)
+	at := t.end
+	if t.end-t.data < appendGuard {
+		at += appendGuard
+	}
+	n, err := t.f.WriteAt(t.zeros, at)
+	t.end = at + int64(n)
 	if err != nil {
 		return err
 	}
-	startWriteback(t.f, t.end-int64(n), int64(n))
+	startWriteback(t.f, at, int64(n))
 	return nil
 }
 
 // sync makes every commit that returned before it was called durable.
 func (t *vlogTail) sync() error {
-	t.mu.Lock()
-	if t.f == nil {
+	for {
+		t.mu.Lock()
+		if t.f == nil {
+			t.mu.Unlock()
+			return errTailClosed
+		}
+		err := t.follow()
+		f := t.f
 		t.mu.Unlock()
-		return errTailClosed
+		if err != nil {
+			return err
+		}
+		err = datasync(f)
+		if !errors.Is(err, os.ErrClosed) {
+			return err
+		}
+		// A commit moved the tail to Badger's next file (and closed f)
+		// before the sync began: Badger synced f when it rotated, and the
+		// next file is the one to sync.
 	}
-	err := t.follow()
-	f := t.f
-	t.mu.Unlock()
+}
+
+// syncClosed syncs the newest value-log file once Badger has closed and
+// cut the zeros off it, which Badger does not sync.
+func (t *vlogTail) syncClosed() error {
+	fid, err := newestVlog(t.dir)
 	if err != nil {
 		return err
 	}
-	return datasync(f)
+	f, err := os.OpenFile(t.path(fid), os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	err = f.Sync()
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // close closes the tail's descriptor; the zeros stay until Badger closes

@@ -22,7 +22,8 @@ func datasync(f *os.File) error {
 			}
 		}
 	}); err != nil {
-		return err
+		// Control fails only once f is closed.
+		return &os.PathError{Op: "fdatasync", Path: f.Name(), Err: os.ErrClosed}
 	}
 	if serr != nil {
 		return &os.PathError{Op: "fdatasync", Path: f.Name(), Err: serr}

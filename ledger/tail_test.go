@@ -11,6 +11,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"reflect"
 	"sort"
 	"testing"
 
@@ -135,22 +136,25 @@ func (f *tailFixture) check(s *BadgerStore) {
 
 func TestVlogTailZerosAhead(t *testing.T) {
 	f := newTailFixture(t, BadgerOptions{})
+	// A chunk of zeros per commit until appendAhead are ahead: each commit
+	// here is under 100 KB.
+	const warm = appendAhead/appendChunk + 1
 	for i := range 200 {
 		f.commit(1+i%5, 300+i*97%20000)
-		if i%25 != 0 {
+		if i < warm || i%25 != 0 {
 			continue
 		}
 		files := vlogFiles(t, f.dir)
 		if len(files) != 1 {
 			t.Fatalf("%d value-log files, want 1", len(files))
 		}
-		checkTail(t, files[0], appendAhead)
+		checkTail(t, files[0], appendAhead-100_000)
 	}
-	// One commit larger than the zeros ahead: Badger writes past them.
+	// One commit larger than the zeros ahead: Badger writes past them, and
+	// the next zeros start appendGuard past its data.
 	f.commit(3, 2<<20)
-	checkTail(t, vlogFiles(t, f.dir)[0], appendAhead)
 	f.commit(1, 100)
-	checkTail(t, vlogFiles(t, f.dir)[0], appendAhead)
+	checkTail(t, vlogFiles(t, f.dir)[0], appendGuard+appendChunk-200)
 	f.check(f.s)
 	if err := f.s.Close(); err != nil {
 		t.Fatal(err)
@@ -168,10 +172,15 @@ func TestVlogTailZerosAhead(t *testing.T) {
 	}
 	f.check(ro)
 	ro.Close()
-	// Reopened for writing, it keeps zeros ahead again.
+	// Reopened for writing, it writes zeros ahead again, the first
+	// appendGuard past the end: Badger may be appending by itself.
 	f.open()
+	size := f.s.tail.end
 	f.commit(2, 1000)
-	checkTail(t, vlogFiles(t, f.dir)[0], appendAhead)
+	checkTail(t, vlogFiles(t, f.dir)[0], appendGuard)
+	if f.s.tail.end < size+appendGuard+appendChunk {
+		t.Fatalf("reopened at %d bytes, the zeros end at %d: want the first chunk %d bytes past the end", size, f.s.tail.end, appendGuard)
+	}
 	f.check(f.s)
 	f.s.Close()
 }
@@ -197,13 +206,56 @@ func TestVlogTailRotation(t *testing.T) {
 		}
 	}
 	newest := files[len(files)-1]
-	checkTail(t, newest, appendAhead)
+	checkTail(t, newest, appendGuard)
 	if got := f.s.tail.path(f.s.tail.fid); got != newest {
 		t.Fatalf("the tail follows %s, want %s", got, newest)
 	}
 	f.check(f.s)
 	f.s.Close()
 	f.open()
+	f.check(f.s)
+	f.s.Close()
+}
+
+// Syncs running while commits make Badger rotate its value log: a sync
+// that finds its file closed by the move to the next one syncs that one.
+func TestVlogTailSyncDuringRotation(t *testing.T) {
+	f := newTailFixture(t, BadgerOptions{valueLogFileSize: 1 << 20})
+	ctx := context.Background()
+	stop := make(chan struct{})
+	errs := make(chan error, 4)
+	for range 4 {
+		go func() {
+			for {
+				select {
+				case <-stop:
+					errs <- nil
+					return
+				default:
+				}
+				if err := f.s.Sync(ctx, ds.NewKey("/")); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	commits := 400
+	if testing.Short() {
+		commits = 150
+	}
+	for range commits {
+		f.commit(1, 400_000)
+	}
+	close(stop)
+	for range 4 {
+		if err := <-errs; err != nil {
+			t.Fatalf("sync during rotations: %v", err)
+		}
+	}
+	if n := len(vlogFiles(t, f.dir)); n < commits/4 {
+		t.Fatalf("%d value-log files, want Badger to have rotated at least %d times", n, commits/4-1)
+	}
 	f.check(f.s)
 	f.s.Close()
 }
@@ -227,7 +279,7 @@ func TestVlogTailAfterCrash(t *testing.T) {
 		}
 		copyFile(t, filepath.Join(f.dir, e.Name()), filepath.Join(crashed, e.Name()))
 	}
-	checkTail(t, vlogFiles(t, crashed)[0], appendAhead)
+	checkTail(t, vlogFiles(t, crashed)[0], appendGuard)
 	f.s.Close()
 
 	if _, err := OpenBadger(crashed, BadgerOptions{ReadOnly: true}); !errors.Is(err, ErrNeedsRecovery) {
@@ -237,7 +289,7 @@ func TestVlogTailAfterCrash(t *testing.T) {
 	f.open()
 	f.check(f.s)
 	f.commit(1, 500)
-	checkTail(t, vlogFiles(t, crashed)[0], appendAhead)
+	checkTail(t, vlogFiles(t, crashed)[0], appendGuard)
 	f.s.Close()
 	ro, err := OpenBadger(crashed, BadgerOptions{ReadOnly: true})
 	if err != nil {
@@ -264,4 +316,85 @@ func copyFile(t *testing.T, from, to string) {
 	if err := out.Close(); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// discardStatsChan returns the channel on which Badger v1.6's compactions
+// hand their discard statistics to the goroutine that appends them to the
+// value log (value.go, flushDiscardStats): an append outside any commit.
+func discardStatsChan(t *testing.T, s *BadgerStore) chan<- map[uint32]int64 {
+	t.Helper()
+	stats := reflect.ValueOf(s.DB).Elem().FieldByName("vlog").FieldByName("lfDiscardStats")
+	if stats.Kind() != reflect.Pointer {
+		t.Fatalf("badger.DB.vlog.lfDiscardStats is %v, not the v1.6 pointer", stats.Kind())
+	}
+	ch := reflect.NewAt(stats.Type().Elem(), stats.UnsafePointer()).Elem().FieldByName("flushChan")
+	if ch.Type() != reflect.TypeFor[chan map[uint32]int64]() {
+		t.Fatalf("badger's flushChan is %v, not the v1.6 chan map[uint32]int64", ch.Type())
+	}
+	return *(*chan map[uint32]int64)(ch.Addr().UnsafePointer())
+}
+
+// Badger appending by itself while commits rotate the value log: the
+// zeros never land on its records, and a crash loses no synced value.
+func TestVlogTailBadgerOwnAppends(t *testing.T) {
+	f := newTailFixture(t, BadgerOptions{valueLogFileSize: 1 << 20})
+	stats := discardStatsChan(t, f.s)
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		m := map[uint32]int64{}
+		for i := range 200 {
+			m[uint32(1000+i)] = 1
+		}
+		for {
+			select {
+			case <-stop:
+				return
+			case stats <- m:
+			}
+		}
+	}()
+	commits := 300
+	if testing.Short() {
+		commits = 120
+	}
+	for range commits {
+		f.commit(1, 300_000)
+	}
+	close(stop)
+	<-done
+	crashed := t.TempDir()
+	ents, err := os.ReadDir(f.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		if e.Name() != "LOCK" {
+			copyFile(t, filepath.Join(f.dir, e.Name()), filepath.Join(crashed, e.Name()))
+		}
+	}
+	// Whole records, then zeros only; and every committed value is in a
+	// record. (The copy is not opened: Badger v1.6's open races with its
+	// own flush of the discard statistics it finds, under -race.)
+	keys := map[string]bool{}
+	for _, file := range vlogFiles(t, crashed) {
+		checkTail(t, file, 0)
+		b, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for off, end := 0, vlogDataEnd(t, b); off < end; {
+			klen := int(binary.BigEndian.Uint32(b[off:]))
+			vlen := int(binary.BigEndian.Uint32(b[off+4:]))
+			k := b[off+vlogHeaderLen : off+vlogHeaderLen+klen-vlogVersionLen]
+			keys[string(k)] = true
+			off += vlogHeaderLen + klen + vlen + vlogCRCLen
+		}
+	}
+	for k := range f.vals {
+		if !keys[k] {
+			t.Fatalf("%s: no record of it in the value log", k)
+		}
+	}
+	f.s.Close()
 }
