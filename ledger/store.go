@@ -130,7 +130,7 @@ func OpenBadger(dir string, opt BadgerOptions) (*BadgerStore, error) {
 	}
 	bs := &BadgerStore{Datastore: d, dir: dir, readOnly: opt.ReadOnly}
 	if !opt.ReadOnly {
-		if bs.tail, err = openVlogTail(dir, o.Options.ValueLogFileSize); err != nil {
+		if bs.tail, err = openVlogTail(d.DB, dir, o.Options.ValueLogFileSize); err != nil {
 			d.Close()
 			return nil, fmt.Errorf("open ledger store %s: %w", dir, err)
 		}
@@ -144,7 +144,7 @@ func (s *BadgerStore) NewTransaction(ctx context.Context, readOnly bool) (ds.Txn
 	if err != nil {
 		return nil, err
 	}
-	return &badgerTxn{Txn: txn, s: s}, nil
+	return &badgerTxn{Txn: txn, s: s, readOnly: readOnly}, nil
 }
 
 // Put implements ds.Datastore, in a transaction of its own.
@@ -203,32 +203,24 @@ func (s *BadgerStore) Close() error {
 	return nil
 }
 
-// badgerTxn counts what a transaction appends to the value log, for the
-// tail, and holds commitMu while it commits.
+// badgerTxn holds commitMu while it commits, and tells the tail after.
 type badgerTxn struct {
 	ds.Txn
-	s *BadgerStore
-	n int64 // value-log bytes, at most
-}
-
-func (t *badgerTxn) Put(ctx context.Context, key ds.Key, value []byte) error {
-	t.n += int64(vlogRecordOverhead + len(key.String()) + len(value))
-	return t.Txn.Put(ctx, key, value)
-}
-
-func (t *badgerTxn) Delete(ctx context.Context, key ds.Key) error {
-	t.n += int64(vlogRecordOverhead + len(key.String()))
-	return t.Txn.Delete(ctx, key)
+	s        *BadgerStore
+	readOnly bool
 }
 
 func (t *badgerTxn) Commit(ctx context.Context) error {
+	if t.readOnly {
+		return t.Txn.Commit(ctx)
+	}
 	t.s.commitMu.Lock()
 	defer t.s.commitMu.Unlock()
 	if err := t.Txn.Commit(ctx); err != nil {
 		return err
 	}
-	if t.n > 0 && t.s.tail != nil {
-		t.s.tail.committed(t.n + int64(vlogCommitRecord))
+	if t.s.tail != nil {
+		t.s.tail.committed()
 	}
 	return nil
 }

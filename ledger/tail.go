@@ -7,9 +7,14 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"unsafe"
+
+	"github.com/dgraph-io/badger"
 )
 
 // vlogTail makes the Badger store's commits durable more cheaply than
@@ -28,13 +33,15 @@ import (
 // (BENCHMARKS.md, "Zeros ahead of the value log").
 //
 // Zeros never overwrite a value. They are written after the end of the
-// file, with no commit in flight (BadgerStore.commitMu). Badger also
-// appends by itself, outside any commit: its discard statistics, a small
-// record after some compactions. So zeros go right at the end of the file
-// only while the zeros already there leave Badger appendGuard bytes or
-// more; otherwise (after an open or a rotation, or after a commit larger
-// than the zeros) they start appendGuard past the end, and Badger's next
-// appends fill the hole between as ordinary appends. Badger truncates the
+// file, with no commit in flight (BadgerStore.commitMu), and the tail
+// reads where Badger's next append goes (badgerLog). Badger also appends
+// by itself, outside any commit: its discard statistics, a record of 16
+// bytes per value-log file after some compactions, one at a time; one may
+// be in flight while the tail looks. So zeros go right at the end of the
+// file only while they leave Badger appendGuard bytes or more; otherwise
+// (after an open or a rotation, or after a commit larger than the zeros)
+// they start appendGuard past the end, and Badger's next appends fill the
+// hole between as ordinary appends. Badger truncates the
 // zeros itself when it rotates to a new file and when it closes (the
 // store then syncs the file, so that the truncation is durable); a
 // writable open after a crash truncates them as it does a torn record
@@ -44,6 +51,7 @@ import (
 type vlogTail struct {
 	dir      string
 	fileSize int64 // Badger's ValueLogFileSize: it rotates past it
+	log      badgerLog
 
 	mu  sync.Mutex
 	fid int      // the newest value-log file
@@ -52,9 +60,7 @@ type vlogTail struct {
 	// data, then the tail's zeros. A larger size means Badger wrote past
 	// the zeros.
 	end int64
-	// data is where Badger's data ends: the value-log bytes of every
-	// commit are added (an upper bound), but not Badger's own appends,
-	// which are small (see appendGuard).
+	// data is where Badger's next append goes, as last read.
 	data  int64
 	zeros []byte
 	// cut: the file is smaller than the tail left it: Badger truncated it,
@@ -70,29 +76,53 @@ var errTailClosed = errors.New("value-log tail closed")
 const (
 	appendChunk = 1 << 20
 	appendAhead = 4 << 20
-	// appendGuard is far more than Badger appends outside the ledger's
-	// commits before a commit shows the tail where its data ends: a
-	// discard-statistics record holds a few bytes per value-log file.
+	// appendGuard is far more than one append of Badger's own: a
+	// discard-statistics record of 16 bytes for each of up to 65,536
+	// value-log files (16 TiB).
 	appendGuard = 1 << 20
 )
 
-// Badger v1.6's value-log record: an 18-byte header, the key with an
-// 8-byte version, the value, a 4-byte CRC (see vlog.go); every commit ends
-// with a record of key "!badger!txn" whose value is the commit timestamp
-// in decimal (at most 20 digits).
-const (
-	vlogRecordOverhead = vlogHeaderLen + vlogVersionLen + vlogCRCLen
-	vlogCommitRecord   = vlogRecordOverhead + len("!badger!txn") + 20
-)
+// badgerLog reads, in Badger v1.6's unexported valueLog (value.go), the
+// newest value-log file (maxFid) and the offset in it where Badger's next
+// append goes (writableLogOffset); Badger updates both atomically.
+type badgerLog struct{ maxFid, offset *uint32 }
+
+func badgerLogOf(db *badger.DB) (badgerLog, error) {
+	v := reflect.ValueOf(db).Elem().FieldByName("vlog")
+	if v.Kind() != reflect.Struct {
+		return badgerLog{}, errors.New("badger.DB has no v1.6 vlog field")
+	}
+	fid, off := v.FieldByName("maxFid"), v.FieldByName("writableLogOffset")
+	if fid.Kind() != reflect.Uint32 || off.Kind() != reflect.Uint32 {
+		return badgerLog{}, errors.New("badger's valueLog has no v1.6 maxFid and writableLogOffset")
+	}
+	return badgerLog{
+		maxFid: (*uint32)(unsafe.Pointer(fid.UnsafeAddr())),
+		offset: (*uint32)(unsafe.Pointer(off.UnsafeAddr())),
+	}, nil
+}
+
+// position returns Badger's newest file and the offset of its next
+// append in it; ok is false while Badger moves to a new file (it raises
+// maxFid, then resets the offset).
+func (b badgerLog) position() (fid int, off int64, ok bool) {
+	f := atomic.LoadUint32(b.maxFid)
+	o := atomic.LoadUint32(b.offset)
+	return int(f), int64(o), f == atomic.LoadUint32(b.maxFid)
+}
 
 // openVlogTail opens the newest value-log file in dir, which Badger has
 // just opened (and, after a crash, truncated to its last whole commit).
-func openVlogTail(dir string, fileSize int64) (*vlogTail, error) {
+func openVlogTail(db *badger.DB, dir string, fileSize int64) (*vlogTail, error) {
+	log, err := badgerLogOf(db)
+	if err != nil {
+		return nil, err
+	}
 	fid, err := newestVlog(dir)
 	if err != nil {
 		return nil, err
 	}
-	t := &vlogTail{dir: dir, fileSize: fileSize}
+	t := &vlogTail{dir: dir, fileSize: fileSize, log: log}
 	if err := t.reopen(fid); err != nil {
 		return nil, err
 	}
@@ -125,9 +155,7 @@ func (t *vlogTail) path(fid int) string {
 	return filepath.Join(t.dir, fmt.Sprintf("%06d.vlog", fid))
 }
 
-// reopen makes fid the tail's file. Its size is Badger's data: the tail
-// has written no zeros in it yet, and no commit is in flight (or the
-// caller learns only a lower bound, which is safe: see appendZeros).
+// reopen makes fid the tail's file, in which it has written no zeros yet.
 func (t *vlogTail) reopen(fid int) error {
 	f, err := os.OpenFile(t.path(fid), os.O_RDWR, 0)
 	if err != nil {
@@ -170,23 +198,19 @@ func (t *vlogTail) follow() error {
 }
 
 // committed is told, with no other commit in flight, that a commit
-// appended at most n bytes to the value log; it writes a chunk of zeros
-// when fewer than appendAhead bytes are left after Badger's data. If it
-// cannot, it stops writing zeros (the store works as it would without
-// them); a sync that cannot follow Badger's newest file reports it.
-func (t *vlogTail) committed(n int64) {
+// returned; it writes a chunk of zeros when fewer than appendAhead bytes
+// are left after Badger's next append. If it cannot, it stops writing
+// zeros (the store works as it would without them); a sync that cannot
+// follow Badger's newest file reports it.
+func (t *vlogTail) committed() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.f == nil || t.off {
 		return
 	}
-	fid := t.fid
 	if err := t.follow(); err != nil {
 		t.off = true
 		return
-	}
-	if t.fid == fid {
-		t.data += n
 	}
 	size, err := fileSize(t.f)
 	if err != nil {
@@ -197,10 +221,13 @@ func (t *vlogTail) committed(n int64) {
 	case size < t.end:
 		t.cut = true
 	case size > t.end:
-		// Badger wrote past the zeros: the file is its data.
-		t.end, t.data = size, size
+		t.end = size // Badger wrote past the zeros
 	}
-	t.data = min(t.data, t.end)
+	fid, off, ok := t.log.position()
+	if !ok || fid != t.fid {
+		return // Badger is moving to its next file: the next commit follows
+	}
+	t.data = off
 	if t.cut || t.end-t.data >= appendAhead || t.end >= t.fileSize+appendAhead {
 		return
 	}
@@ -210,9 +237,8 @@ func (t *vlogTail) committed(n int64) {
 }
 
 // appendZeros writes a chunk of zeros after the end of the file: right at
-// it if the zeros there leave Badger appendGuard bytes, else appendGuard
-// past it. Nothing is written below the file's size, which no commit
-// changes meanwhile.
+// it if that leaves Badger appendGuard bytes after its next append, else
+// appendGuard past it. Nothing is written below the file's size.
 func (t *vlogTail) appendZeros() error {
 	if t.zeros == nil {
 		t.zeros = make([]byte, appendChunk)
