@@ -41,13 +41,14 @@ import (
 // file only while they leave Badger appendGuard bytes or more; otherwise
 // (after an open or a rotation, or after a commit larger than the zeros)
 // they start appendGuard past the end, and Badger's next appends fill the
-// hole between as ordinary appends. Badger truncates the
-// zeros itself when it rotates to a new file and when it closes (the
-// store then syncs the file, so that the truncation is durable); a
-// writable open after a crash truncates them as it does a torn record
-// (Badger stops replaying at the first record whose checksum fails, and a
-// record of zeros fails it). A read-only open after a crash reports the
-// store as needing recovery, as it did before.
+// hole between as ordinary appends.
+//
+// Badger truncates the zeros itself when it rotates to a new file and
+// when it closes (the store then syncs the file, so that the truncation
+// is durable); a writable open after a crash truncates them as it does a
+// torn record (Badger stops replaying at the first record whose checksum
+// fails, and a record of zeros fails it). A read-only open after a crash
+// reports the store as needing recovery, as it did before.
 type vlogTail struct {
 	dir      string
 	fileSize int64 // Badger's ValueLogFileSize: it rotates past it
@@ -184,6 +185,9 @@ func fileSize(f *os.File) (int64, error) { return f.Seek(0, io.SeekEnd) }
 // the older file before it created the new one.
 func (t *vlogTail) follow() error {
 	for {
+		if newest, _, _ := t.log.position(); newest <= t.fid {
+			return nil
+		}
 		_, err := os.Stat(t.path(t.fid + 1))
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil
