@@ -60,12 +60,13 @@ type vlogTail struct {
 	// end is the file's size when the tail last looked or wrote: Badger's
 	// data, then the tail's zeros. A larger size means Badger wrote past
 	// the zeros.
-	end int64
-	// data is where Badger's next append goes, as last read.
-	data  int64
+	end   int64
 	zeros []byte
 	// cut: the file is smaller than the tail left it: Badger truncated it,
-	// rotating to a new file or closing. No more zeros go into it.
+	// rotating to a new file. No more zeros go into it. (A rotation that
+	// begins after the tail has looked can still leave one chunk in the
+	// older file, after its last record, where nothing reads it and a
+	// replay cuts it.)
 	cut bool
 	// off: writing zeros failed (e.g. the disk is full), or the tail lost
 	// track of Badger's file; it writes no more zeros and still syncs.
@@ -170,7 +171,7 @@ func (t *vlogTail) reopen(fid int) error {
 	if t.f != nil {
 		t.f.Close() // a sync still running on it holds it open (datasync)
 	}
-	t.fid, t.f, t.end, t.data, t.cut = fid, f, size, size, false
+	t.fid, t.f, t.end, t.cut = fid, f, size, false
 	return nil
 }
 
@@ -231,24 +232,24 @@ func (t *vlogTail) committed() {
 	if !ok || fid != t.fid {
 		return // Badger is moving to its next file: the next commit follows
 	}
-	t.data = off
-	if t.cut || t.end-t.data >= appendAhead || t.end >= t.fileSize+appendAhead {
+	if t.cut || t.end-off >= appendAhead || t.end >= t.fileSize+appendAhead {
 		return
 	}
-	if err := t.appendZeros(); err != nil {
+	if err := t.appendZeros(off); err != nil {
 		t.off = true
 	}
 }
 
 // appendZeros writes a chunk of zeros after the end of the file: right at
-// it if that leaves Badger appendGuard bytes after its next append, else
-// appendGuard past it. Nothing is written below the file's size.
-func (t *vlogTail) appendZeros() error {
+// it if that leaves appendGuard bytes after next, the offset of Badger's
+// next append, else appendGuard past it. Nothing is written below the
+// file's size.
+func (t *vlogTail) appendZeros(next int64) error {
 	if t.zeros == nil {
 		t.zeros = make([]byte, appendChunk)
 	}
 	at := t.end
-	if t.end-t.data < appendGuard {
+	if t.end-next < appendGuard {
 		at += appendGuard
 	}
 	n, err := t.f.WriteAt(t.zeros, at)
