@@ -20,8 +20,12 @@ import (
 
 // vlogDataEnd walks the records of a value-log file and returns where the
 // last whole record ends.
-func vlogDataEnd(t *testing.T, b []byte) int {
-	t.Helper()
+func vlogDataEnd(t *testing.T, b []byte) int { return vlogRecords(b, nil) }
+
+// vlogRecords walks the whole records of a value-log file, calling key (if
+// not nil) with each record's key, its version cut off, and returns where
+// the last one ends.
+func vlogRecords(b []byte, key func([]byte)) int {
 	off := 0
 	for off+vlogHeaderLen <= len(b) {
 		klen := int(binary.BigEndian.Uint32(b[off:]))
@@ -32,6 +36,9 @@ func vlogDataEnd(t *testing.T, b []byte) int {
 		}
 		if crc32.Checksum(b[off:off+n-vlogCRCLen], castagnoli) != binary.BigEndian.Uint32(b[off+n-vlogCRCLen:]) {
 			break
+		}
+		if key != nil {
+			key(b[off+vlogHeaderLen : off+vlogHeaderLen+klen-vlogVersionLen])
 		}
 		off += n
 	}
@@ -117,6 +124,18 @@ func (f *tailFixture) commit(n, size int) {
 	}
 	if err := f.s.Sync(ctx, ds.NewKey("/")); err != nil {
 		f.t.Fatal(err)
+	}
+}
+
+// commitMany commits n transactions of one value of size bytes (short
+// in -short mode).
+func (f *tailFixture) commitMany(n, short, size int) {
+	f.t.Helper()
+	if testing.Short() {
+		n = short
+	}
+	for range n {
+		f.commit(1, size)
 	}
 }
 
@@ -240,21 +259,15 @@ func TestVlogTailSyncDuringRotation(t *testing.T) {
 			}
 		}()
 	}
-	commits := 400
-	if testing.Short() {
-		commits = 150
-	}
-	for range commits {
-		f.commit(1, 400_000)
-	}
+	f.commitMany(400, 150, 400_000)
 	close(stop)
 	for range 4 {
 		if err := <-errs; err != nil {
 			t.Fatalf("sync during rotations: %v", err)
 		}
 	}
-	if n := len(vlogFiles(t, f.dir)); n < commits/4 {
-		t.Fatalf("%d value-log files, want Badger to have rotated at least %d times", n, commits/4-1)
+	if n, want := len(vlogFiles(t, f.dir)), len(f.vals)/4; n < want {
+		t.Fatalf("%d value-log files, want Badger to have rotated at least %d times", n, want-1)
 	}
 	f.check(f.s)
 	f.s.Close()
@@ -354,13 +367,7 @@ func TestVlogTailBadgerOwnAppends(t *testing.T) {
 			}
 		}
 	}()
-	commits := 300
-	if testing.Short() {
-		commits = 120
-	}
-	for range commits {
-		f.commit(1, 300_000)
-	}
+	f.commitMany(300, 120, 300_000)
 	close(stop)
 	<-done
 	// Closed, Badger has appended what was queued and cut the newest
@@ -377,13 +384,7 @@ func TestVlogTailBadgerOwnAppends(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for off, end := 0, vlogDataEnd(t, b); off < end; {
-			klen := int(binary.BigEndian.Uint32(b[off:]))
-			vlen := int(binary.BigEndian.Uint32(b[off+4:]))
-			k := b[off+vlogHeaderLen : off+vlogHeaderLen+klen-vlogVersionLen]
-			keys[string(k)] = true
-			off += vlogHeaderLen + klen + vlen + vlogCRCLen
-		}
+		vlogRecords(b, func(k []byte) { keys[string(k)] = true })
 	}
 	for k := range f.vals {
 		if !keys[k] {
