@@ -236,21 +236,26 @@ func (t *badgerTxn) Commit(ctx context.Context) error {
 	return nil
 }
 
-// writeTxner is the optional feature of a store that begins transactions
-// that only write: cheaper to begin than NewTransaction's, they cannot
-// read. The ledger's batches and index segments are written with them.
-type writeTxner interface {
-	newWriteTxn() (ds.Txn, error)
+// WriteTxnStore is the optional feature of a Store that begins
+// transactions that only write: Put, Delete, Commit and Discard work, and
+// reads fail. The ledger writes its batches and index segments in them
+// when its store has the feature, and in NewTransaction's otherwise. A
+// type that wraps a store with the feature (by embedding it, say) and
+// wraps NewTransaction must wrap NewWriteTransaction too, or the ledger's
+// writes pass it by.
+type WriteTxnStore interface {
+	NewWriteTransaction(ctx context.Context) (ds.Txn, error)
 }
 
-// newWriteTxn begins a transaction that only writes. Badger's update
+// NewWriteTransaction implements WriteTxnStore. Badger's update
 // transaction waits, as it begins, until every earlier commit is visible
 // to reads (its read timestamp's watermark, which a goroutine of Badger's
-// advances after each commit): under load the ledger's encoder waited
-// there about 0.45 ms in four batches of ten. A transaction that reads
-// nothing needs no read timestamp and cannot conflict, so this one
-// begins as Badger's WriteBatch begins its own, with none.
-func (s *BadgerStore) newWriteTxn() (ds.Txn, error) {
+// advances after each commit): under load, the ledger's encoder waited
+// there about 0.45 ms in about one batch of four. A transaction that
+// reads nothing needs no read timestamp and cannot conflict, so this one
+// begins as Badger's WriteBatch begins its own, with none, and does not
+// wait.
+func (s *BadgerStore) NewWriteTransaction(context.Context) (ds.Txn, error) {
 	switch {
 	case s.readOnly:
 		return nil, errors.New("ledger store: opened read-only")
@@ -279,8 +284,8 @@ func blindTxn(db *badger.DB) (*badger.Txn, error) {
 // errWriteOnly is the error of a read in a write-only transaction.
 var errWriteOnly = errors.New("ledger store: a write-only transaction cannot read")
 
-// writeTxn is a write-only transaction (newWriteTxn). Like badgerTxn, it
-// holds commitMu while it commits, and tells the tail after.
+// writeTxn is a write-only transaction (NewWriteTransaction). Like
+// badgerTxn, it holds commitMu while it commits, and tells the tail after.
 type writeTxn struct {
 	txn *badger.Txn
 	s   *BadgerStore
@@ -318,10 +323,10 @@ func (t *writeTxn) Commit(context.Context) error {
 func (t *writeTxn) Discard(context.Context) { t.txn.Discard() }
 
 // newWriteTxn begins a transaction that only writes, on a store that has
-// them (writeTxner), or an ordinary one.
+// them (WriteTxnStore), or an ordinary one.
 func newWriteTxn(ctx context.Context, s Store) (ds.Txn, error) {
-	if w, ok := s.(writeTxner); ok {
-		return w.newWriteTxn()
+	if w, ok := s.(WriteTxnStore); ok {
+		return w.NewWriteTransaction(ctx)
 	}
 	return s.NewTransaction(ctx, false)
 }

@@ -130,7 +130,7 @@ func TestWriteTxn(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	late, err := s.newWriteTxn()
+	late, err := s.NewWriteTransaction(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -143,7 +143,7 @@ func TestWriteTxn(t *testing.T) {
 	if err := late.Commit(ctx); !errors.Is(err, badgerds.ErrClosed) {
 		t.Errorf("a commit after Close: %v, want %v", err, badgerds.ErrClosed)
 	}
-	if _, err := s.newWriteTxn(); !errors.Is(err, badgerds.ErrClosed) {
+	if _, err := s.NewWriteTransaction(ctx); !errors.Is(err, badgerds.ErrClosed) {
 		t.Errorf("a write-only transaction on a closed store: %v, want %v", err, badgerds.ErrClosed)
 	}
 

@@ -125,6 +125,11 @@ func runBenchLedger(ctx context.Context, e *env, args []string) error {
 		return failf("bench ledger: %v", err)
 	}
 	os.RemoveAll(filepath.Join(tmp, "ledger"))
+	if len(rec) == 0 || res.Ledger.Keys == 0 {
+		// The counting store saw none of the ledger's writes: there is
+		// nothing to compare with.
+		return failf("the counting store saw none of the ledger's transactions: no raw baseline to compare with")
+	}
 	progress("raw badger: %d transactions, %d keys, %d bytes", len(rec), res.Ledger.Keys, res.Ledger.Bytes)
 	if err := benchRawBadger(ctx, filepath.Join(tmp, "raw"), rec, res); err != nil {
 		return failf("bench raw badger: %v", err)
@@ -325,7 +330,8 @@ func benchProofs(ctx context.Context, l *ledger.Ledger, res *benchLedgerResult) 
 }
 
 // benchRawBadger writes the recorded transactions' shapes straight to a
-// Badger store from one writer, one Sync per transaction.
+// Badger store from one writer, in write-only transactions as the ledger
+// does, one Sync per transaction.
 func benchRawBadger(ctx context.Context, dir string, shapes []txnShape, res *benchLedgerResult) error {
 	s, err := ledger.OpenBadger(dir, ledger.BadgerOptions{})
 	if err != nil {
@@ -346,7 +352,7 @@ func benchRawBadger(ctx context.Context, dir string, shapes []txnShape, res *ben
 	R := &res.Raw
 	start := time.Now()
 	for _, sh := range shapes {
-		txn, err := s.NewTransaction(ctx, false)
+		txn, err := s.NewWriteTransaction(ctx)
 		if err != nil {
 			return err
 		}
@@ -414,6 +420,16 @@ type countingStore struct {
 
 func (s *countingStore) NewTransaction(ctx context.Context, readOnly bool) (ds.Txn, error) {
 	t, err := s.BadgerStore.NewTransaction(ctx, readOnly)
+	if err != nil {
+		return nil, err
+	}
+	return &countingTxn{Txn: t, s: s}, nil
+}
+
+// NewWriteTransaction counts the write-only transactions the ledger
+// commits its batches in (ledger.WriteTxnStore).
+func (s *countingStore) NewWriteTransaction(ctx context.Context) (ds.Txn, error) {
+	t, err := s.BadgerStore.NewWriteTransaction(ctx)
 	if err != nil {
 		return nil, err
 	}

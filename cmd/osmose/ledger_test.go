@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -249,5 +250,19 @@ func TestBenchLedgerSmall(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), fmt.Sprintf(`"bytes_bound": %d`, 32*12)) {
 		t.Errorf("proof bound for 3001 entries is not 384 bytes: %s", out.String())
+	}
+	// The raw baseline writes what the ledger wrote: as many transactions,
+	// keys and bytes.
+	var res benchLedgerResult
+	if err := json.Unmarshal(out.Bytes(), &res); err != nil {
+		t.Fatal(err)
+	}
+	L, R := res.Ledger, res.Raw
+	if L.Batches == 0 || L.Keys == 0 || L.Bytes == 0 {
+		t.Errorf("the ledger wrote %d transactions, %d keys, %d bytes", L.Batches, L.Keys, L.Bytes)
+	}
+	if R.Transactions != L.Batches || R.Keys != L.Keys || R.Bytes != L.Bytes {
+		t.Errorf("raw baseline: %d transactions, %d keys, %d bytes; the ledger: %d, %d, %d",
+			R.Transactions, R.Keys, R.Bytes, L.Batches, L.Keys, L.Bytes)
 	}
 }
