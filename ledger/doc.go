@@ -149,10 +149,8 @@
 //     (AppendNow, which goes beyond MaxPending rather than wait).
 //  3. One encoder goroutine takes what is queued (at most MaxBatch entries),
 //     builds envelopes, bodies, tree hashes and index postings in seq order,
-//     and commits the batch as one store transaction (on Badger, one that
-//     only writes, and so begins without waiting for Badger's earlier
-//     commits to become readable: WriteTxnStore). One sync goroutine then
-//     makes every batch committed before its sync starts durable with
+//     and commits the batch as one store transaction. One sync goroutine
+//     then makes every batch committed before its sync starts durable with
 //     one sync of the store: on Badger, one fdatasync of its value log,
 //     after whose end the store keeps zeros written so that a sync writes
 //     the new data and nothing else (vlogTail). While a sync runs, the

@@ -386,7 +386,7 @@ func (l *Ledger) recover(ctx context.Context) error {
 
 // writeIndexSegment writes a frozen index segment on its own.
 func (l *Ledger) writeIndexSegment(ctx context.Context, g *segment) error {
-	txn, err := newWriteTxn(ctx, l.store)
+	txn, err := l.store.NewTransaction(ctx, false)
 	if err != nil {
 		return err
 	}
@@ -418,7 +418,7 @@ func (l *Ledger) dropIndexes(ctx context.Context) error {
 	keys = append(keys, keyIndexed)
 	for len(keys) > 0 {
 		n := min(len(keys), 10000)
-		txn, err := newWriteTxn(ctx, l.store)
+		txn, err := l.store.NewTransaction(ctx, false)
 		if err != nil {
 			return err
 		}
@@ -1083,7 +1083,7 @@ func (l *Ledger) syncLoop() {
 // commitBatch commits one batch as one store transaction (not yet
 // synced).
 func (l *Ledger) commitBatch(ctx context.Context, b *batch) error {
-	txn, err := newWriteTxn(ctx, l.store)
+	txn, err := l.store.NewTransaction(ctx, false)
 	if err != nil {
 		return err
 	}

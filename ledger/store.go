@@ -6,11 +6,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"reflect"
 	"strings"
 	"sync"
-	"sync/atomic"
-	"unsafe"
 
 	"github.com/dgraph-io/badger"
 	ds "github.com/ipfs/go-datastore"
@@ -46,8 +43,7 @@ type BadgerStore struct {
 	// through the store's own methods (NewTransaction, Put, Delete), never
 	// the embedded Datastore's.
 	commitMu sync.Mutex
-	closed   atomic.Bool // Close has begun (set under commitMu)
-	tail     *vlogTail   // nil when read-only
+	tail     *vlogTail // nil when read-only
 }
 
 // BadgerOptions are the options of OpenBadger.
@@ -134,12 +130,6 @@ func OpenBadger(dir string, opt BadgerOptions) (*BadgerStore, error) {
 	}
 	bs := &BadgerStore{Datastore: d, dir: dir, readOnly: opt.ReadOnly}
 	if !opt.ReadOnly {
-		txn, err := blindTxn(d.DB)
-		if err != nil {
-			d.Close()
-			return nil, fmt.Errorf("open ledger store %s: %w", dir, err)
-		}
-		txn.Discard()
 		if bs.tail, err = openVlogTail(d.DB, dir, o.Options.ValueLogFileSize); err != nil {
 			d.Close()
 			return nil, fmt.Errorf("open ledger store %s: %w", dir, err)
@@ -202,7 +192,6 @@ func (s *BadgerStore) Close() error {
 		return s.Datastore.Close()
 	}
 	s.commitMu.Lock()
-	s.closed.Store(true)
 	s.tail.close()
 	s.commitMu.Unlock()
 	if err := s.Datastore.Close(); err != nil {
@@ -234,101 +223,6 @@ func (t *badgerTxn) Commit(ctx context.Context) error {
 		t.s.tail.committed()
 	}
 	return nil
-}
-
-// WriteTxnStore is the optional feature of a Store that begins
-// transactions that only write: Put, Delete, Commit and Discard work, and
-// reads fail. The ledger writes its batches and index segments in them
-// when its store has the feature, and in NewTransaction's otherwise. A
-// type that wraps a store with the feature (by embedding it, say) and
-// wraps NewTransaction must wrap NewWriteTransaction too, or the ledger's
-// writes pass it by.
-type WriteTxnStore interface {
-	NewWriteTransaction(ctx context.Context) (ds.Txn, error)
-}
-
-// NewWriteTransaction implements WriteTxnStore. Badger's update
-// transaction waits, as it begins, until every earlier commit is visible
-// to reads (its read timestamp's watermark, which a goroutine of Badger's
-// advances after each commit): under load, the ledger's encoder waited
-// there about 0.45 ms in about one batch of four. A transaction that
-// reads nothing needs no read timestamp and cannot conflict, so this one
-// begins as Badger's WriteBatch begins its own, with none, and does not
-// wait.
-func (s *BadgerStore) NewWriteTransaction(context.Context) (ds.Txn, error) {
-	switch {
-	case s.readOnly:
-		return nil, errors.New("ledger store: opened read-only")
-	case s.closed.Load():
-		return nil, badgerds.ErrClosed
-	}
-	txn, err := blindTxn(s.DB)
-	if err != nil {
-		return nil, err
-	}
-	return &writeTxn{txn: txn, s: s}, nil
-}
-
-// blindTxn returns an update transaction without a read timestamp: the
-// one a new Badger v1.6 WriteBatch holds (its unexported txn field, read
-// as the value-log tail reads Badger's offsets). A Badger without that
-// field fails OpenBadger with this error.
-func blindTxn(db *badger.DB) (*badger.Txn, error) {
-	v := reflect.ValueOf(db.NewWriteBatch()).Elem().FieldByName("txn")
-	if !v.IsValid() || v.Type() != reflect.TypeFor[*badger.Txn]() {
-		return nil, errors.New("badger.WriteBatch has no v1.6 txn field")
-	}
-	return *(**badger.Txn)(unsafe.Pointer(v.UnsafeAddr())), nil
-}
-
-// errWriteOnly is the error of a read in a write-only transaction.
-var errWriteOnly = errors.New("ledger store: a write-only transaction cannot read")
-
-// writeTxn is a write-only transaction (NewWriteTransaction). Like
-// badgerTxn, it holds commitMu while it commits, and tells the tail after.
-type writeTxn struct {
-	txn *badger.Txn
-	s   *BadgerStore
-}
-
-func (t *writeTxn) Put(_ context.Context, key ds.Key, value []byte) error {
-	return t.txn.Set(key.Bytes(), value)
-}
-
-func (t *writeTxn) Delete(_ context.Context, key ds.Key) error { return t.txn.Delete(key.Bytes()) }
-
-func (t *writeTxn) Get(context.Context, ds.Key) ([]byte, error)  { return nil, errWriteOnly }
-func (t *writeTxn) Has(context.Context, ds.Key) (bool, error)    { return false, errWriteOnly }
-func (t *writeTxn) GetSize(context.Context, ds.Key) (int, error) { return -1, errWriteOnly }
-func (t *writeTxn) Query(context.Context, dsq.Query) (dsq.Results, error) {
-	return nil, errWriteOnly
-}
-
-func (t *writeTxn) Commit(context.Context) error {
-	t.s.commitMu.Lock()
-	defer t.s.commitMu.Unlock()
-	if t.s.closed.Load() {
-		t.txn.Discard()
-		return badgerds.ErrClosed
-	}
-	if err := t.txn.Commit(); err != nil {
-		return err
-	}
-	if t.s.tail != nil {
-		t.s.tail.committed()
-	}
-	return nil
-}
-
-func (t *writeTxn) Discard(context.Context) { t.txn.Discard() }
-
-// newWriteTxn begins a transaction that only writes, on a store that has
-// them (WriteTxnStore), or an ordinary one.
-func newWriteTxn(ctx context.Context, s Store) (ds.Txn, error) {
-	if w, ok := s.(WriteTxnStore); ok {
-		return w.NewWriteTransaction(ctx)
-	}
-	return s.NewTransaction(ctx, false)
 }
 
 // checkBadgerDir refuses a non-empty directory that holds no Badger
