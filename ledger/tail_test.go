@@ -236,6 +236,57 @@ func TestVlogTailRotation(t *testing.T) {
 	f.s.Close()
 }
 
+// A file that shrinks under the tail is one Badger has cut (as it does
+// when it rotates, before it makes the next file): the tail writes no more
+// zeros into it, commits and syncs go on, and in Badger's next file the
+// tail writes zeros again.
+func TestVlogTailCut(t *testing.T) {
+	f := newTailFixture(t, BadgerOptions{valueLogFileSize: 4 << 20})
+	for range 5 {
+		f.commit(2, 1000)
+	}
+	first := vlogFiles(t, f.dir)[0]
+	checkTail(t, first, appendGuard)
+	// Cut the zeros off, as Badger's rotation does, with Badger's newest
+	// file unchanged.
+	b, err := os.ReadFile(first)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(first, int64(vlogDataEnd(t, b))); err != nil {
+		t.Fatal(err)
+	}
+	for range 5 {
+		f.commit(2, 1000)
+	}
+	if !f.s.tail.cut {
+		t.Fatal("the tail did not see its file cut")
+	}
+	b, err = os.ReadFile(first)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if end := vlogDataEnd(t, b); end != len(b) {
+		t.Fatalf("%s after the cut: %d bytes, its records end at %d: zeros were written after the cut", first, len(b), end)
+	}
+	f.check(f.s)
+	// Badger rotates: the tail follows, and writes zeros ahead again.
+	for len(vlogFiles(t, f.dir)) < 2 {
+		f.commit(4, 100_000)
+	}
+	f.commit(1, 100)
+	files := vlogFiles(t, f.dir)
+	if f.s.tail.cut || f.s.tail.path(f.s.tail.fid) != files[len(files)-1] {
+		t.Fatalf("after the rotation the tail follows %s (cut %v), want %s", f.s.tail.path(f.s.tail.fid), f.s.tail.cut, files[len(files)-1])
+	}
+	checkTail(t, files[len(files)-1], appendGuard)
+	f.check(f.s)
+	f.s.Close()
+	f.open()
+	f.check(f.s)
+	f.s.Close()
+}
+
 // Syncs running while commits make Badger rotate its value log: a sync
 // that finds its file closed by the move to the next one syncs that one.
 func TestVlogTailSyncDuringRotation(t *testing.T) {
