@@ -153,6 +153,42 @@ func (f *tailFixture) check(s *BadgerStore) {
 	}
 }
 
+// checkClean checks that file holds whole records and nothing after them.
+func checkClean(t *testing.T, file, what string) {
+	t.Helper()
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if end := vlogDataEnd(t, b); end != len(b) {
+		t.Fatalf("%s%s: %d bytes, its records end at %d", file, what, len(b), end)
+	}
+}
+
+// checkFollows checks that the tail follows the newest value-log file,
+// with zeros ahead in it, and returns the files.
+func (f *tailFixture) checkFollows() []string {
+	f.t.Helper()
+	files := vlogFiles(f.t, f.dir)
+	newest := files[len(files)-1]
+	if got := f.s.tail.path(f.s.tail.fid); got != newest || f.s.tail.cut {
+		f.t.Fatalf("the tail follows %s (cut: %v), want %s", got, f.s.tail.cut, newest)
+	}
+	checkTail(f.t, newest, appendGuard)
+	return files
+}
+
+// checkReopened reads every value back, closes the store, reopens it and
+// reads them again.
+func (f *tailFixture) checkReopened() {
+	f.t.Helper()
+	f.check(f.s)
+	f.s.Close()
+	f.open()
+	f.check(f.s)
+	f.s.Close()
+}
+
 func TestVlogTailZerosAhead(t *testing.T) {
 	f := newTailFixture(t, BadgerOptions{})
 	// A chunk of zeros per commit until appendAhead are ahead: each commit
@@ -181,10 +217,7 @@ func TestVlogTailZerosAhead(t *testing.T) {
 	// Closed, Badger has cut the zeros: a read-only open finds a clean
 	// store.
 	checkTail(t, vlogFiles(t, f.dir)[0], 0)
-	b, _ := os.ReadFile(vlogFiles(t, f.dir)[0])
-	if end := vlogDataEnd(t, b); end != len(b) {
-		t.Fatalf("closed store: value log of %d bytes, its records end at %d", len(b), end)
-	}
+	checkClean(t, vlogFiles(t, f.dir)[0], " of the closed store")
 	ro, err := OpenBadger(f.dir, BadgerOptions{ReadOnly: true})
 	if err != nil {
 		t.Fatalf("read-only open after close: %v", err)
@@ -209,31 +242,16 @@ func TestVlogTailRotation(t *testing.T) {
 	for range 60 {
 		f.commit(2, 50_000)
 	}
-	files := vlogFiles(t, f.dir)
+	// Older files were cut by Badger when it rotated; the newest has
+	// zeros ahead, and the tail syncs it.
+	files := f.checkFollows()
 	if len(files) < 3 {
 		t.Fatalf("%d value-log files, want Badger to have rotated at least twice", len(files))
 	}
-	// Older files were cut by Badger when it rotated; the newest has
-	// zeros ahead, and the tail syncs it.
 	for _, file := range files[:len(files)-1] {
-		b, err := os.ReadFile(file)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if end := vlogDataEnd(t, b); end != len(b) {
-			t.Fatalf("%s: %d bytes, its records end at %d", file, len(b), end)
-		}
+		checkClean(t, file, "")
 	}
-	newest := files[len(files)-1]
-	checkTail(t, newest, appendGuard)
-	if got := f.s.tail.path(f.s.tail.fid); got != newest {
-		t.Fatalf("the tail follows %s, want %s", got, newest)
-	}
-	f.check(f.s)
-	f.s.Close()
-	f.open()
-	f.check(f.s)
-	f.s.Close()
+	f.checkReopened()
 }
 
 // A file that shrinks under the tail is one Badger has cut (as it does
@@ -245,8 +263,7 @@ func TestVlogTailCut(t *testing.T) {
 	for range 5 {
 		f.commit(2, 1000)
 	}
-	first := vlogFiles(t, f.dir)[0]
-	checkTail(t, first, appendGuard)
+	first := f.checkFollows()[0]
 	// Cut the zeros off, as Badger's rotation does, with Badger's newest
 	// file unchanged.
 	b, err := os.ReadFile(first)
@@ -262,29 +279,15 @@ func TestVlogTailCut(t *testing.T) {
 	if !f.s.tail.cut {
 		t.Fatal("the tail did not see its file cut")
 	}
-	b, err = os.ReadFile(first)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if end := vlogDataEnd(t, b); end != len(b) {
-		t.Fatalf("%s after the cut: %d bytes, its records end at %d: zeros were written after the cut", first, len(b), end)
-	}
+	checkClean(t, first, " after the cut")
 	f.check(f.s)
 	// Badger rotates: the tail follows, and writes zeros ahead again.
 	for len(vlogFiles(t, f.dir)) < 2 {
 		f.commit(4, 100_000)
 	}
 	f.commit(1, 100)
-	files := vlogFiles(t, f.dir)
-	if f.s.tail.cut || f.s.tail.path(f.s.tail.fid) != files[len(files)-1] {
-		t.Fatalf("after the rotation the tail follows %s (cut %v), want %s", f.s.tail.path(f.s.tail.fid), f.s.tail.cut, files[len(files)-1])
-	}
-	checkTail(t, files[len(files)-1], appendGuard)
-	f.check(f.s)
-	f.s.Close()
-	f.open()
-	f.check(f.s)
-	f.s.Close()
+	f.checkFollows()
+	f.checkReopened()
 }
 
 // Syncs running while commits make Badger rotate its value log: a sync
