@@ -8,8 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"unsafe"
@@ -120,37 +118,12 @@ func openVlogTail(db *badger.DB, dir string, fileSize int64) (*vlogTail, error) 
 	if err != nil {
 		return nil, err
 	}
-	fid, err := newestVlog(dir)
-	if err != nil {
-		return nil, err
-	}
+	fid, _, _ := log.position()
 	t := &vlogTail{dir: dir, fileSize: fileSize, log: log}
 	if err := t.reopen(fid); err != nil {
 		return nil, err
 	}
 	return t, nil
-}
-
-// newestVlog returns the number of the newest value-log file in dir.
-func newestVlog(dir string) (int, error) {
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		return 0, err
-	}
-	fid := -1
-	for _, e := range ents {
-		n, ok := strings.CutSuffix(e.Name(), ".vlog")
-		if !ok {
-			continue
-		}
-		if id, err := strconv.Atoi(n); err == nil && id > fid {
-			fid = id
-		}
-	}
-	if fid < 0 {
-		return 0, fmt.Errorf("no value-log file in %s", dir)
-	}
-	return fid, nil
 }
 
 func (t *vlogTail) path(fid int) string {
@@ -288,10 +261,7 @@ func (t *vlogTail) sync() error {
 // syncClosed syncs the newest value-log file once Badger has closed and
 // cut the zeros off it, which Badger does not sync.
 func (t *vlogTail) syncClosed() error {
-	fid, err := newestVlog(t.dir)
-	if err != nil {
-		return err
-	}
+	fid, _, _ := t.log.position() // Badger's newest file, as it closed
 	f, err := os.OpenFile(t.path(fid), os.O_RDWR, 0)
 	if err != nil {
 		return err
