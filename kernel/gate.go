@@ -514,7 +514,10 @@ func (k *Kernel) admit(c *gcall) {
 		g.mu.Lock()
 		target = g.inner
 		g.mu.Unlock()
-		if !target.IsValid() {
+		// Zero once cut, and until then a reference the gate owns, never
+		// released: no need to ask the client (a lock and a reference
+		// count round trip).
+		if target == (capnp.Client{}) {
 			refusal = &Error{Op: m.MethodName, Kind: Revoked, Cause: ErrGateReleased}
 		}
 	}
@@ -686,19 +689,24 @@ func (c *gcall) returned(res capnp.Struct, cerr error) {
 		c.recordReturn(ret)
 		return
 	}
-	go func() {
-		if err := k.led.Reserve(context.WithoutCancel(c.ctx)); err != nil {
-			c.recorded(nil, err)
-			return
-		}
-		c.recordReturn(ret)
-	}()
+	go c.recordReturnLater(ret)
 }
 
 // recordReturn appends a call's return entry, room for which is reserved.
 func (c *gcall) recordReturn(ret ledger.Entry) {
 	p, err := c.g.k.led.AppendReserved(ret)
 	c.recorded(p, err)
+}
+
+// recordReturnLater waits for room in the ledger and appends a call's
+// return entry. (A function of its own, so that the entry of a call that
+// finds room, nearly every call, stays on the stack.)
+func (c *gcall) recordReturnLater(ret ledger.Entry) {
+	if err := c.g.k.led.Reserve(context.WithoutCancel(c.ctx)); err != nil {
+		c.recorded(nil, err)
+		return
+	}
+	c.recordReturn(ret)
 }
 
 // recorded queues the answer of a call whose return entry is p.
