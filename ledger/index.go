@@ -66,15 +66,42 @@ type indexer struct {
 
 // segment is the postings of a run of consecutive entries.
 type segment struct {
-	buf    map[postingID][]uint64
-	grants map[uint64][]uint64 // ByGrant, kept apart to skip formatting
-	cids   []cidPosting
-	count  int
-	upTo   uint64 // set when frozen: the seq after the segment's last
+	// byValue holds the postings of the indexes of textIndexes, one map
+	// each: keyed by the value alone, a map takes the runtime's fast path
+	// for string keys, which a key of index and value does not.
+	byValue [len(textIndexes)]map[string][]uint64
+	grants  map[uint64][]uint64 // ByGrant, kept apart to skip formatting
+	cids    []cidPosting
+	count   int
+	upTo    uint64 // set when frozen: the seq after the segment's last
 }
 
 func newSegment() *segment {
-	return &segment{buf: map[postingID][]uint64{}, grants: map[uint64][]uint64{}}
+	g := &segment{grants: map[uint64][]uint64{}}
+	for i := range g.byValue {
+		g.byValue[i] = map[string][]uint64{}
+	}
+	return g
+}
+
+// textIndexes are the indexes whose values are an envelope's text fields,
+// in the order of segment.byValue and of textValues.
+var textIndexes = [...]Index{ByPrincipal, ByDevice, BySubject, ByKind}
+
+// textValues returns env's values for textIndexes.
+func textValues(env *Envelope) [len(textIndexes)]string {
+	return [...]string{env.Actor, env.Device, env.Subject, string(env.Kind)}
+}
+
+// postings returns the segment's buffered postings of a text index, or
+// nil for any other.
+func (g *segment) postings(ix Index) map[string][]uint64 {
+	for i, t := range textIndexes {
+		if t == ix {
+			return g.byValue[i]
+		}
+	}
+	return nil
 }
 
 // The CID index maps an envelope CID's digest to its seq. Each flush writes
@@ -104,13 +131,10 @@ func (x *indexer) add(env *Envelope, c cid.Cid) {
 	if env.Grant != 0 {
 		g.grants[env.Grant] = append(g.grants[env.Grant], env.Seq)
 	}
-	for _, f := range [...]struct {
-		ix Index
-		v  string
-	}{{ByPrincipal, env.Actor}, {ByDevice, env.Device}, {BySubject, env.Subject}, {ByKind, string(env.Kind)}} {
-		if f.v != "" {
-			id := postingID{f.ix, f.v}
-			g.buf[id] = append(g.buf[id], env.Seq)
+	for i, v := range textValues(env) {
+		if v != "" {
+			m := g.byValue[i]
+			m[v] = append(m[v], env.Seq)
 		}
 	}
 	g.count++
@@ -153,25 +177,31 @@ func (x *indexer) written(g *segment) {
 // one changes once frozen.
 func (g *segment) puts() []kv {
 	var puts []kv
-	ids := make([]postingID, 0, len(g.buf)+len(g.grants))
-	all := make(map[postingID][]uint64, len(g.buf)+len(g.grants))
-	for id, seqs := range g.buf {
-		ids = append(ids, id)
-		all[id] = seqs
+	type list struct {
+		id   postingID
+		seqs []uint64
+	}
+	n := len(g.grants)
+	for _, m := range g.byValue {
+		n += len(m)
+	}
+	lists := make([]list, 0, n)
+	for i, m := range g.byValue {
+		for v, seqs := range m {
+			lists = append(lists, list{postingID{textIndexes[i], v}, seqs})
+		}
 	}
 	for n, seqs := range g.grants {
-		id := postingID{ByGrant, strconv.FormatUint(n, 10)}
-		ids = append(ids, id)
-		all[id] = seqs
+		lists = append(lists, list{postingID{ByGrant, strconv.FormatUint(n, 10)}, seqs})
 	}
-	slices.SortFunc(ids, func(a, b postingID) int {
-		if c := cmp.Compare(a.ix, b.ix); c != 0 {
+	slices.SortFunc(lists, func(a, b list) int {
+		if c := cmp.Compare(a.id.ix, b.id.ix); c != 0 {
 			return c
 		}
-		return strings.Compare(a.value, b.value)
+		return strings.Compare(a.id.value, b.id.value)
 	})
-	for _, id := range ids {
-		seqs := all[id]
+	for _, l := range lists {
+		id, seqs := l.id, l.seqs
 		val := make([]byte, 0, 2*len(seqs))
 		prev := uint64(0)
 		for _, s := range seqs {
@@ -233,7 +263,7 @@ func (x *indexer) buffered(ix Index, value string) []uint64 {
 			}
 			continue
 		}
-		out = append(out, g.buf[postingID{ix, value}]...)
+		out = append(out, g.postings(ix)[value]...)
 	}
 	return out
 }
@@ -365,10 +395,8 @@ func (l *Ledger) IndexValues(ctx context.Context, ix Index) (map[string]int, err
 			}
 			continue
 		}
-		for id, seqs := range g.buf {
-			if id.ix == ix {
-				buffered[id.value] = append(buffered[id.value], seqs...)
-			}
+		for v, seqs := range g.postings(ix) {
+			buffered[v] = append(buffered[v], seqs...)
 		}
 	}
 	l.indexer.mu.Unlock()
