@@ -64,7 +64,7 @@ type vlogTail struct {
 	// rotating to a new file. No more zeros go into it. (A rotation that
 	// begins after the tail has looked can still leave one chunk in the
 	// older file, after its last record, where nothing reads it and a
-	// replay cuts it.)
+	// replay cuts it: TestVlogTailZerosLeftInOlderFile.)
 	cut bool
 	// off: writing zeros failed (e.g. the disk is full), or the tail lost
 	// track of Badger's file; it writes no more zeros and still syncs.

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -20,7 +21,7 @@ import (
 
 // vlogDataEnd walks the records of a value-log file and returns where the
 // last whole record ends.
-func vlogDataEnd(t *testing.T, b []byte) int { return vlogRecords(b, nil) }
+func vlogDataEnd(b []byte) int { return vlogRecords(b, nil) }
 
 // vlogRecords walks the whole records of a value-log file, calling key (if
 // not nil) with each record's key, its version cut off, and returns where
@@ -64,7 +65,7 @@ func checkTail(t *testing.T, file string, wantZeros int) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	end := vlogDataEnd(t, b)
+	end := vlogDataEnd(b)
 	if end == 0 {
 		t.Fatalf("%s: no record", file)
 	}
@@ -160,7 +161,7 @@ func checkClean(t *testing.T, file, what string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if end := vlogDataEnd(t, b); end != len(b) {
+	if end := vlogDataEnd(b); end != len(b) {
 		t.Fatalf("%s%s: %d bytes, its records end at %d", file, what, len(b), end)
 	}
 }
@@ -237,17 +238,27 @@ func TestVlogTailZerosAhead(t *testing.T) {
 	f.s.Close()
 }
 
-func TestVlogTailRotation(t *testing.T) {
+// rotated makes a store of 1 MiB value-log files and commits n
+// transactions of two 50 KB values, which must leave at least files
+// value-log files; it checks that the tail follows the newest and returns
+// the fixture and the files.
+func rotated(t *testing.T, n, files int) (*tailFixture, []string) {
+	t.Helper()
 	f := newTailFixture(t, BadgerOptions{valueLogFileSize: 1 << 20})
-	for range 60 {
+	for range n {
 		f.commit(2, 50_000)
 	}
+	got := f.checkFollows()
+	if len(got) < files {
+		t.Fatalf("%d value-log files, want Badger to have rotated at least %d times", len(got), files-1)
+	}
+	return f, got
+}
+
+func TestVlogTailRotation(t *testing.T) {
 	// Older files were cut by Badger when it rotated; the newest has
 	// zeros ahead, and the tail syncs it.
-	files := f.checkFollows()
-	if len(files) < 3 {
-		t.Fatalf("%d value-log files, want Badger to have rotated at least twice", len(files))
-	}
+	f, files := rotated(t, 60, 3)
 	for _, file := range files[:len(files)-1] {
 		checkClean(t, file, "")
 	}
@@ -270,7 +281,7 @@ func TestVlogTailCut(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Truncate(first, int64(vlogDataEnd(t, b))); err != nil {
+	if err := os.Truncate(first, int64(vlogDataEnd(b))); err != nil {
 		t.Fatal(err)
 	}
 	for range 5 {
@@ -335,17 +346,7 @@ func TestVlogTailAfterCrash(t *testing.T) {
 		f.commit(2, 1000+i*300)
 	}
 	// The crash: a copy of the directory of the open store.
-	crashed := t.TempDir()
-	ents, err := os.ReadDir(f.dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range ents {
-		if e.Name() == "LOCK" {
-			continue
-		}
-		copyFile(t, filepath.Join(f.dir, e.Name()), filepath.Join(crashed, e.Name()))
-	}
+	crashed := crashCopy(t, f.dir)
 	checkTail(t, vlogFiles(t, crashed)[0], appendGuard)
 	f.s.Close()
 
@@ -364,6 +365,80 @@ func TestVlogTailAfterCrash(t *testing.T) {
 	}
 	f.check(ro)
 	ro.Close()
+}
+
+// A rotation that begins just after the tail has looked can leave one
+// chunk of zeros after the last record of the file Badger has just left.
+// Nothing reads there: reopened after a clean close, every value reads
+// back; after a crash, a writable open replays the file and cuts the
+// zeros, as it cuts a torn record, and a read-only open asks for that
+// recovery.
+func TestVlogTailZerosLeftInOlderFile(t *testing.T) {
+	f, files := rotated(t, 30, 2)
+	older := files[len(files)-2]
+	leaveZeros := func(file string) {
+		t.Helper()
+		o, err := os.OpenFile(file, os.O_WRONLY|os.O_APPEND, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := o.Write(make([]byte, appendChunk)); err != nil {
+			t.Fatal(err)
+		}
+		if err := o.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// The crash: a copy of the directory of the open store, taken before
+	// Badger has flushed a memtable, so that an open replays every file.
+	crashed := crashCopy(t, f.dir)
+	crashedVals := maps.Clone(f.vals)
+
+	// After a clean close.
+	f.s.Close()
+	leaveZeros(older)
+	f.open()
+	f.check(f.s)
+	f.commit(2, 50_000)
+	f.s.Close()
+	ro, err := OpenBadger(f.dir, BadgerOptions{ReadOnly: true})
+	if err != nil {
+		t.Fatalf("read-only open with zeros after an older file's records: %v", err)
+	}
+	f.check(ro)
+	ro.Close()
+
+	// After a crash.
+	crashedOlder := filepath.Join(crashed, filepath.Base(older))
+	leaveZeros(crashedOlder)
+	if _, err := OpenBadger(crashed, BadgerOptions{ReadOnly: true}); !errors.Is(err, ErrNeedsRecovery) {
+		t.Fatalf("read-only open of a crashed store: %v, want ErrNeedsRecovery", err)
+	}
+	f.dir, f.vals = crashed, crashedVals
+	f.open()
+	checkClean(t, crashedOlder, " after a writable open replayed it")
+	f.check(f.s)
+	f.commit(1, 500)
+	f.checkReopened()
+}
+
+// crashCopy copies the directory of an open store, as a crash would leave
+// it, into a new directory, and returns that.
+func crashCopy(t *testing.T, dir string) string {
+	t.Helper()
+	crashed := t.TempDir()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		if e.Name() == "LOCK" {
+			continue
+		}
+		copyFile(t, filepath.Join(dir, e.Name()), filepath.Join(crashed, e.Name()))
+	}
+	return crashed
 }
 
 func copyFile(t *testing.T, from, to string) {
