@@ -42,8 +42,9 @@ type BadgerStore struct {
 	// (Badger's own small appends are what appendGuard is for). Writes go
 	// through the store's own methods (NewTransaction, Put, Delete), never
 	// the embedded Datastore's.
-	commitMu sync.Mutex
-	tail     *vlogTail // nil when read-only
+	commitMu     sync.Mutex
+	tail         *vlogTail // nil when read-only
+	discardStats badgerDiscardStats
 }
 
 // BadgerOptions are the options of OpenBadger.
@@ -129,8 +130,13 @@ func OpenBadger(dir string, opt BadgerOptions) (*BadgerStore, error) {
 		return nil, fmt.Errorf("open ledger store %s: %w", dir, err)
 	}
 	bs := &BadgerStore{Datastore: d, dir: dir, readOnly: opt.ReadOnly}
+	if bs.discardStats, err = badgerDiscardStatsOf(d.DB); err != nil {
+		d.Close()
+		return nil, fmt.Errorf("open ledger store %s: %w", dir, err)
+	}
 	if !opt.ReadOnly {
 		if bs.tail, err = openVlogTail(d.DB, dir, o.Options.ValueLogFileSize); err != nil {
+			bs.discardStats.stop()
 			d.Close()
 			return nil, fmt.Errorf("open ledger store %s: %w", dir, err)
 		}
@@ -185,9 +191,11 @@ func (s *BadgerStore) Sync(ctx context.Context, prefix ds.Key) error {
 	return s.Datastore.Sync(ctx, prefix)
 }
 
-// Close closes the store. Badger truncates the value log's zeros, and the
-// store syncs that.
+// Close closes the store. It stops Badger's discard-statistics goroutine
+// first (badgerDiscardStats); Badger truncates the value log's zeros, and
+// the store syncs that.
 func (s *BadgerStore) Close() error {
+	s.discardStats.stop()
 	if s.tail == nil {
 		return s.Datastore.Close()
 	}

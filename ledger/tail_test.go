@@ -12,7 +12,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"reflect"
 	"sort"
 	"testing"
 
@@ -465,15 +464,11 @@ func copyFile(t *testing.T, from, to string) {
 // value log (value.go, flushDiscardStats): an append outside any commit.
 func discardStatsChan(t *testing.T, s *BadgerStore) chan<- map[uint32]int64 {
 	t.Helper()
-	stats := reflect.ValueOf(s.DB).Elem().FieldByName("vlog").FieldByName("lfDiscardStats")
-	if stats.Kind() != reflect.Pointer {
-		t.Fatalf("badger.DB.vlog.lfDiscardStats is %v, not the v1.6 pointer", stats.Kind())
+	d, err := badgerDiscardStatsOf(s.DB)
+	if err != nil {
+		t.Fatal(err)
 	}
-	ch := reflect.NewAt(stats.Type().Elem(), stats.UnsafePointer()).Elem().FieldByName("flushChan")
-	if ch.Type() != reflect.TypeFor[chan map[uint32]int64]() {
-		t.Fatalf("badger's flushChan is %v, not the v1.6 chan map[uint32]int64", ch.Type())
-	}
-	return *(*chan map[uint32]int64)(ch.Addr().UnsafePointer())
+	return *d.flushChan
 }
 
 // Badger appending by itself while commits rotate the value log: the
