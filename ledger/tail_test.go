@@ -475,31 +475,18 @@ func discardStatsChan(t *testing.T, s *BadgerStore) chan<- map[uint32]int64 {
 // zeros never land on its records, and a crash loses no synced value.
 func TestVlogTailBadgerOwnAppends(t *testing.T) {
 	f := newTailFixture(t, BadgerOptions{valueLogFileSize: 1 << 20})
-	stats := discardStatsChan(t, f.s)
-	stop, done := make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(done)
-		m := map[uint32]int64{}
-		for i := range 200 {
-			m[uint32(1000+i)] = 1
-		}
-		for {
-			select {
-			case <-stop:
-				return
-			case stats <- m:
-			}
-		}
-	}()
+	stop := make(chan struct{})
+	done := floodDiscardStats(t, f.s, stop)
 	f.commitMany(300, 120, 300_000)
 	close(stop)
 	<-done
-	// Closed, Badger has appended what was queued and cut the newest
-	// file's zeros. Every file holds whole records, then zeros only (a
-	// record of Badger's that zeros overwrote ends the records early, and
-	// records follow), and every committed value is in a record. (The
-	// store is not reopened: Badger v1.6's open races with its own flush
-	// of the discard statistics it finds, under -race.)
+	// Closed, Badger has cut the newest file's zeros (the store stopped
+	// Badger's appends of statistics first, dropping those queued).
+	// Every file holds whole records, then zeros only (a record of
+	// Badger's that zeros overwrote ends the records early, and records
+	// follow), and every committed value is in a record. (The store is
+	// not reopened: Badger v1.6's open races with its own flush of the
+	// discard statistics it finds, under -race.)
 	f.s.Close()
 	keys := map[string]bool{}
 	for _, file := range vlogFiles(t, f.dir) {
