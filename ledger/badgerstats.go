@@ -27,7 +27,11 @@ type badgerDiscardStats struct {
 }
 
 func badgerDiscardStatsOf(db *badger.DB) (badgerDiscardStats, error) {
-	p := reflect.ValueOf(db).Elem().FieldByName("vlog").FieldByName("lfDiscardStats")
+	v, err := badgerVlog(db)
+	if err != nil {
+		return badgerDiscardStats{}, err
+	}
+	p := v.FieldByName("lfDiscardStats")
 	if p.Kind() != reflect.Pointer || p.IsNil() {
 		return badgerDiscardStats{}, errors.New("badger's valueLog has no v1.6 lfDiscardStats")
 	}

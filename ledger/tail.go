@@ -88,9 +88,9 @@ const (
 type badgerLog struct{ maxFid, offset *uint32 }
 
 func badgerLogOf(db *badger.DB) (badgerLog, error) {
-	v := reflect.ValueOf(db).Elem().FieldByName("vlog")
-	if v.Kind() != reflect.Struct {
-		return badgerLog{}, errors.New("badger.DB has no v1.6 vlog field")
+	v, err := badgerVlog(db)
+	if err != nil {
+		return badgerLog{}, err
 	}
 	fid, off := v.FieldByName("maxFid"), v.FieldByName("writableLogOffset")
 	if fid.Kind() != reflect.Uint32 || off.Kind() != reflect.Uint32 {
@@ -100,6 +100,17 @@ func badgerLogOf(db *badger.DB) (badgerLog, error) {
 		maxFid: (*uint32)(unsafe.Pointer(fid.UnsafeAddr())),
 		offset: (*uint32)(unsafe.Pointer(off.UnsafeAddr())),
 	}, nil
+}
+
+// badgerVlog returns Badger v1.6's unexported valueLog in db, whose
+// fields the tail (badgerLog) and the store's close (badgerDiscardStats)
+// read.
+func badgerVlog(db *badger.DB) (reflect.Value, error) {
+	v := reflect.ValueOf(db).Elem().FieldByName("vlog")
+	if v.Kind() != reflect.Struct {
+		return reflect.Value{}, errors.New("badger.DB has no v1.6 vlog field")
+	}
+	return v, nil
 }
 
 // position returns Badger's newest file and the offset of its next
