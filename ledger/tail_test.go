@@ -486,15 +486,21 @@ func TestVlogTailBadgerOwnAppends(t *testing.T) {
 	// Badger's that zeros overwrote ends the records early, and records
 	// follow), and every committed value is in a record. (The store is
 	// not reopened: Badger v1.6's open races with its own flush of the
-	// discard statistics it finds, under -race.)
+	// discard statistics it finds, under -race.) The newest file is
+	// empty when the last commit made Badger rotate and nothing of
+	// Badger's own followed.
 	f.s.Close()
 	keys := map[string]bool{}
-	for _, file := range vlogFiles(t, f.dir) {
-		checkTail(t, file, 0)
+	files := vlogFiles(t, f.dir)
+	for i, file := range files {
 		b, err := os.ReadFile(file)
 		if err != nil {
 			t.Fatal(err)
 		}
+		if len(b) == 0 && i == len(files)-1 {
+			continue
+		}
+		checkTail(t, file, 0)
 		vlogRecords(b, func(k []byte) { keys[string(k)] = true })
 	}
 	for k := range f.vals {
